@@ -1,0 +1,45 @@
+# visual-search: every target installs what it needs into .venv on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install demo test lint bench train clean
+
+install: $(STAMP) $(FMNIST)
+
+# torch first and pinned: the CPU wheel lies on local disk, while an unpinned `torch` from an index would
+# pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps $$($(BIN)/python -c "import tomllib;print(' '.join(tomllib.load(open('pyproject.toml','rb'))['tool']['visual-search']['no-deps-dependencies']))")
+	touch $(STAMP)
+
+$(FMNIST):
+	$(SUDO) apt-get install -y -q dataset-fashion-mnist || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist; }
+
+demo: install
+	$(BIN)/vsearch demo
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/python -m benchmarks.run
+
+train: install
+	$(BIN)/vsearch train dino --preset fmnist-femto-p7
+	$(BIN)/vsearch train supervised --preset fmnist-femto-p7
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Clients of the visual-search gateway: the Python SDK and the ``vsearch`` command line."""

@@ -1,0 +1,1 @@
+"""Feature extractors: our ViT (DINO-checkpoint compatible), DINO and supervised training, EfficientNet-Lite0."""

