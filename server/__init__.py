@@ -1,0 +1,1 @@
+"""The visual-search gateway and the processes it talks to (Triton, Milvus)."""

@@ -1,0 +1,61 @@
+"""The one settings object: every port, address, limit and batch size, from ``VSEARCH_*`` env vars
+(or a ``.env`` file) and CLI flags. Nothing else in the code base keeps its own constants for these."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VSEARCH_", env_file=".env", extra="ignore")
+
+    # Models and the Triton model repository
+    models: list[str] = Field(default=["dino_vit_femto_p7_fmnist", "efficientnet_lite0_imagenet"],
+                              description="extractors exported to the repository and served")
+    model_repository: Path = Path("model_repository")
+    export_target: str = Field("cpu", description="cpu: python backend + onnxruntime; gpu: onnxruntime/TensorRT")
+    triton_max_batch_size: int = 64
+    triton_preferred_batch_sizes: list[int] = [8, 16, 32]
+    triton_max_queue_delay_us: int = Field(500, description="how long Triton waits to fill a batch")
+    triton_instance_count: int = 1
+    onnx_opset: int = 17
+
+    # Triton server (launched from the nvidia-pytriton wheel, or any URL)
+    triton_host: str = "127.0.0.1"
+    triton_grpc_port: int = 8001
+    triton_http_port: int = 8000
+    triton_metrics_port: int = 8002
+    triton_urls: list[str] = Field(default=[], description="host:port of Triton replicas; default host:grpc_port")
+    triton_timeout_s: float = 10.0
+    triton_retries: int = 2
+
+    # Milvus (a server URI, or a Milvus Lite .db path)
+    milvus_uri: str = "http://127.0.0.1:19530"
+    milvus_port: int = 19530
+    milvus_data_dir: Path = Path("data/milvus")
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 200
+    hnsw_ef: int = 64
+
+    # Gateway
+    host: str = "127.0.0.1"
+    port: int = 50051
+    metrics_port: int = 9464
+    auth_token: str = Field("", description="bearer token required for mutating RPCs when set")
+    auth_reads: bool = Field(False, description="also require the token for read RPCs")
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    # Limits
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    max_top_k: int = 1000
+    max_batch_queries: int = 64
+    max_id_length: int = 256
+    max_metadata_bytes: int = 16 * 1024
+
+    def triton_url_list(self) -> list[str]:
+        return self.triton_urls or [f"{self.triton_host}:{self.triton_grpc_port}"]
