@@ -96,6 +96,29 @@ def knn_report_cmd(
     console.print(f"report written to [cyan]{out}[/] (knn_report.md, knn_report.json, learning_curves.png)")
 
 
+@app.command("export")
+def export_cmd(
+    model: list[str] = typer.Option(None, help="extractor names (default: the served models from settings)"),
+    target: str = typer.Option(None, help="cpu (python backend + onnxruntime), gpu (onnxruntime + TensorRT FP16) "
+                                          "or tensorrt (a model.plan; needs TensorRT)"),
+    repository: Path = typer.Option(None, help="model repository (default: settings.model_repository; "
+                                               "model_repository_gpu for gpu targets)"),
+    parity: bool = typer.Option(True, help="check ONNX Runtime against torch on real images"),
+) -> None:
+    """Export extractors to ONNX inside a Triton model repository."""
+    from export.repository import export_model
+    from server.settings import Settings
+
+    settings = Settings()
+    target = target or settings.export_target
+    repo = repository or (settings.model_repository if target == "cpu" else Path("model_repository_gpu"))
+    for name in model or settings.models:
+        result = export_model(name, repo, target, settings, parity=parity)
+        checks = ", ".join(f"batch {p.batch}: cos {p.min_cosine:.7f} maxdiff {p.max_abs_diff:.1e}"
+                           for p in result.parity)
+        console.print(f"[green]exported[/] {name} -> {result.path} ({target}) {checks}")
+
+
 @app.command("demo")
 def demo_cmd(out: Path = typer.Option(Path("reports/demo"), help="where the demo writes its outputs")) -> None:
     """The README's first command: evaluates every available extractor and writes the report."""

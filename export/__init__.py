@@ -1,0 +1,1 @@
+"""Extractor -> ONNX (with a parity check) -> Triton model repository (cpu or gpu target)."""

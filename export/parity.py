@@ -1,0 +1,79 @@
+"""ONNX Runtime vs torch on real images: the exported graph must compute the same embedding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from PIL import Image
+
+from export.onnx_export import EMBEDDING_OUTPUT, INPUT_NAME
+from extractors.datasets import load_fashion_mnist, load_photos
+from extractors.registry import get_spec, load_extractor
+
+MIN_COSINE = 0.99999
+MAX_ABS_DIFF = 1e-4
+
+
+class ParityError(AssertionError):
+    pass
+
+
+@dataclass
+class ParityResult:
+    batch: int
+    min_cosine: float
+    max_abs_diff: float
+
+    @property
+    def ok(self) -> bool:
+        return self.min_cosine >= MIN_COSINE and self.max_abs_diff <= MAX_ABS_DIFF
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """HxWx3 uint8 -> 3xSxS uint8: the resize the gateway does before calling the model."""
+    im = Image.fromarray(image).convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(im).transpose(2, 0, 1)
+
+
+def real_images(size: int, n: int = 8) -> np.ndarray:
+    """``n`` real images for the model's input size: Fashion-MNIST for 28 px models, photos otherwise."""
+    if size <= 32:
+        ds = load_fashion_mnist("test").subset(range(n))
+        return np.stack([resize_square(np.stack([im] * 3, -1), size) for im in ds.images])
+    photos = load_photos()
+    return np.stack([resize_square(photos.images[i % len(photos)], size) for i in range(n)])
+
+
+def onnx_session(path: Path, threads: int = 2) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def compare(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return float(cos.min()), float(np.abs(a - b).max())
+
+
+def check_parity(name: str, onnx_path: Path, batches=(1, 8), weights_path: Path | None = None) -> list[ParityResult]:
+    spec = get_spec(name)
+    model = load_extractor(name, weights_path)
+    session = onnx_session(onnx_path)
+    images = real_images(spec.input_size, max(batches))
+    results = []
+    for b in batches:
+        x = images[:b]
+        with torch.no_grad():
+            ref = model(torch.from_numpy(x)).numpy()
+        got = session.run([EMBEDDING_OUTPUT], {INPUT_NAME: x})[0]
+        results.append(ParityResult(b, *compare(ref, got)))
+    bad = [r for r in results if not r.ok]
+    if bad:
+        raise ParityError(f"{name}: ONNX Runtime differs from torch: {bad} "
+                          f"(need cosine >= {MIN_COSINE}, max abs diff <= {MAX_ABS_DIFF})")
+    return results

@@ -1,0 +1,61 @@
+"""Builds a Triton model repository: ``<repo>/<model>/config.pbtxt`` and ``<repo>/<model>/1/model.onnx``
+(+ ``model.py`` for the cpu target, ``model.plan`` for the tensorrt target)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from export.onnx_export import INPUT_NAME, export_onnx
+from export.parity import ParityResult, check_parity, onnx_session
+from export.triton_config import parse_config, render_config
+from extractors.registry import get_spec
+from server.settings import Settings
+
+MODEL_PY = Path(__file__).parent / "templates" / "model.py"
+
+
+@dataclass
+class ExportResult:
+    model: str
+    path: Path
+    parity: list[ParityResult] = field(default_factory=list)
+
+
+def onnx_output_dims(path: Path, input_size: int) -> dict[str, list[int]]:
+    """Per-output dims without the batch axis, measured by running the graph once (the exporter leaves
+    some output shapes symbolic)."""
+    session = onnx_session(path, threads=1)
+    x = np.zeros((1, 3, input_size, input_size), dtype=np.uint8)
+    names = [o.name for o in session.get_outputs()]
+    return {n: list(out.shape[1:]) for n, out in zip(names, session.run(names, {INPUT_NAME: x}), strict=True)}
+
+
+def export_model(name: str, repo: Path, target: str = "cpu", settings: Settings | None = None,
+                 weights_path: Path | None = None, parity: bool = True) -> ExportResult:
+    settings = settings or Settings()
+    spec = get_spec(name)
+    model_dir = Path(repo) / name
+    version_dir = model_dir / "1"
+    onnx_path = export_onnx(name, version_dir / "model.onnx", settings.onnx_opset, weights_path)
+    result = ExportResult(name, model_dir)
+    if parity:
+        result.parity = check_parity(name, onnx_path, weights_path=weights_path)
+    if target == "cpu":
+        shutil.copyfile(MODEL_PY, version_dir / "model.py")
+    if target == "tensorrt":
+        from export.tensorrt import build_plan
+
+        build_plan(onnx_path, version_dir / "model.plan", settings.triton_max_batch_size, spec.input_size)
+    text = render_config(name, spec.input_size, onnx_output_dims(onnx_path, spec.input_size), target, settings)
+    parse_config(text)  # never write a config Triton would reject
+    (model_dir / "config.pbtxt").write_text(text)
+    return result
+
+
+def export_repository(names: list[str], repo: Path, target: str = "cpu", settings: Settings | None = None,
+                      parity: bool = True) -> list[ExportResult]:
+    return [export_model(n, repo, target, settings, parity=parity) for n in names]
