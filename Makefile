@@ -4,12 +4,14 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PROTO := proto/visualsearch/v1/search.proto
+STUBS := visualsearch/v1/search_pb2.py
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install demo test lint bench train clean
 
-install: $(STAMP) $(FMNIST)
+install: $(STAMP) $(FMNIST) $(STUBS)
 
 # torch first and pinned: the CPU wheel lies on local disk, while an unpinned `torch` from an index would
 # pull a multi-GB CUDA build.
@@ -18,9 +20,17 @@ $(STAMP): pyproject.toml
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	# compat mode puts the repository root on sys.path, so the generated stubs import like the rest
+	$(BIN)/pip install -q -e '.[dev]' --config-settings editable_mode=compat
 	$(BIN)/pip install -q --no-deps $$($(BIN)/python -c "import tomllib;print(' '.join(tomllib.load(open('pyproject.toml','rb'))['tool']['visual-search']['no-deps-dependencies']))")
 	touch $(STAMP)
+
+# gRPC stubs (+ mypy stubs) are generated from the contract by the build, never edited by hand.
+$(STUBS): $(PROTO) $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -Iproto --plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
+	  --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc --python_out=. --grpc_python_out=. \
+	  --mypy_out=. --mypy_grpc_out=. $(PROTO)
+	touch visualsearch/__init__.py visualsearch/v1/__init__.py
 
 $(FMNIST):
 	$(SUDO) apt-get install -y -q dataset-fashion-mnist || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist; }

@@ -119,6 +119,19 @@ def export_cmd(
         console.print(f"[green]exported[/] {name} -> {result.path} ({target}) {checks}")
 
 
+@app.command("triton")
+def triton_cmd(
+    repository: Path = typer.Option(None, help="model repository (default: settings.model_repository)"),
+    grpc_port: int = typer.Option(None), http_port: int = typer.Option(None),
+    metrics_port: int = typer.Option(None),
+) -> None:
+    """Run the real tritonserver (from the nvidia-pytriton wheel) on the model repository until Ctrl+C."""
+    from server.launchers.triton import run_forever
+
+    raise typer.Exit(run_forever(model_repository=repository, grpc_port=grpc_port, http_port=http_port,
+                                 metrics_port=metrics_port))
+
+
 @app.command("demo")
 def demo_cmd(out: Path = typer.Option(Path("reports/demo"), help="where the demo writes its outputs")) -> None:
     """The README's first command: evaluates every available extractor and writes the report."""

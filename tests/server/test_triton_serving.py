@@ -1,0 +1,70 @@
+"""The exported models served by the real Triton binary give ONNX Runtime's embeddings and batch dynamically."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from export.onnx_export import EMBEDDING_OUTPUT, INPUT_NAME
+from export.parity import compare, onnx_session, real_images
+from extractors.registry import get_spec
+from tests.fixtures.models import SERVED_MODELS, VIT_MODEL
+
+
+def infer(url: str, model: str, pixels: np.ndarray, timeout: float = 30.0) -> np.ndarray:
+    client = grpcclient.InferenceServerClient(url)
+    inp = grpcclient.InferInput(INPUT_NAME, list(pixels.shape), "UINT8")
+    inp.set_data_from_numpy(pixels)
+    result = client.infer(model, [inp], outputs=[grpcclient.InferRequestedOutput(EMBEDDING_OUTPUT)],
+                          client_timeout=timeout)
+    return result.as_numpy(EMBEDDING_OUTPUT)
+
+
+@pytest.mark.parametrize("model", SERVED_MODELS)
+def test_triton_embeddings_equal_onnx_runtime_direct(triton, exported_repository, model):
+    repo, _ = exported_repository
+    size = get_spec(model).input_size
+    session = onnx_session(repo / model / "1" / "model.onnx")
+    for batch in (1, 8):
+        pixels = real_images(size, batch)
+        direct = session.run([EMBEDDING_OUTPUT], {INPUT_NAME: pixels})[0]
+        served = infer(triton.grpc_url, model, pixels)
+        min_cos, _ = compare(direct, served)
+        assert served.shape == (batch, get_spec(model).dim)
+        assert min_cos >= 0.99999, min_cos
+
+
+def test_dynamic_batching_under_16_concurrent_callers(triton):
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+
+    def counts():
+        stats = client.get_inference_statistics(VIT_MODEL, as_json=True)["model_stats"][0]
+        return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
+
+    inferences_before, executions_before = counts()
+    pixels = real_images(28, 1)
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda _: infer(triton.grpc_url, VIT_MODEL, pixels), range(800)))
+    inferences, executions = (a - b for a, b in zip(counts(), (inferences_before, executions_before), strict=True))
+    assert inferences == 800
+    # Triton merged concurrent single-image requests into batches: far fewer model executions than images.
+    assert executions < inferences / 2, (executions, inferences)
+
+
+@pytest.mark.parametrize("bad", ["dtype", "shape", "model"])
+def test_bad_input_is_an_error_not_a_hang(triton, bad):
+    pixels = real_images(28, 2)
+    with pytest.raises(InferenceServerException):
+        if bad == "dtype":
+            client = grpcclient.InferenceServerClient(triton.grpc_url)
+            inp = grpcclient.InferInput(INPUT_NAME, list(pixels.shape), "FP32")
+            inp.set_data_from_numpy(pixels.astype(np.float32))
+            client.infer(VIT_MODEL, [inp], client_timeout=10)
+        elif bad == "shape":
+            infer(triton.grpc_url, VIT_MODEL, real_images(224, 2)[:, :, :, :100], timeout=10)
+        else:
+            infer(triton.grpc_url, "no_such_model", pixels, timeout=10)
