@@ -6,12 +6,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTO := proto/visualsearch/v1/search.proto
 STUBS := visualsearch/v1/search_pb2.py
+NODE_DIR := clients/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.package-lock.json
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install demo test lint bench train clean
 
-install: $(STAMP) $(FMNIST) $(STUBS)
+install: $(STAMP) $(FMNIST) $(STUBS) $(NODE_STAMP)
 
 # torch first and pinned: the CPU wheel lies on local disk, while an unpinned `torch` from an index would
 # pull a multi-GB CUDA build.
@@ -32,6 +34,12 @@ $(STUBS): $(PROTO) $(STAMP)
 	  --mypy_out=. --mypy_grpc_out=. $(PROTO)
 	touch visualsearch/__init__.py visualsearch/v1/__init__.py
 
+# buf (proto lint) and the Node client's gRPC libraries; npm ci installs exactly package-lock.json
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "need Node.js >= 18 and npm on PATH"; exit 1; }
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund
+	touch $@
+
 $(FMNIST):
 	$(SUDO) apt-get install -y -q dataset-fashion-mnist || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist; }
 
@@ -43,6 +51,7 @@ test: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(NODE_DIR)/node_modules/.bin/buf lint proto
 
 bench: install
 	$(BIN)/python -m benchmarks.run
@@ -52,4 +61,4 @@ train: install
 	$(BIN)/vsearch train supervised --preset fmnist-femto-p7
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache visualsearch $(NODE_DIR)/node_modules

@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     auth_reads: bool = Field(False, description="also require the token for read RPCs")
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    filter_fields: list[str] = Field(default=["label", "class_name", "source", "split", "category", "tag"],
+                                     description="metadata fields clients may filter on")
+    health_interval_s: float = 1.0
+    shutdown_grace_s: float = 10.0
+    log_level: str = "INFO"
 
     # Limits
     max_image_bytes: int = 20 * 1024 * 1024

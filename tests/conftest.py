@@ -8,4 +8,4 @@ import torch
 # Two cores in CI: more threads than cores only adds contention.
 torch.set_num_threads(2)
 
-pytest_plugins = ["tests.fixtures.models", "tests.fixtures.triton", "tests.fixtures.milvus"]
+pytest_plugins = ["tests.fixtures.models", "tests.fixtures.triton", "tests.fixtures.milvus", "tests.fixtures.gateway"]

@@ -1,0 +1,1 @@
+"""``make bench``: benchmarks that print figures and write benchmarks/results/*.json (never timed tests)."""

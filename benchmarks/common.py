@@ -1,0 +1,65 @@
+"""Shared benchmark plumbing: timing loops, percentiles, results files, machine description."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine() -> dict:
+    load = os.getloadavg()
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "loadavg_1m_at_start": round(load[0], 2)}
+
+
+def latency_ms(fn: Callable[[], object], n: int, warmup: int = 5) -> dict:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    a = np.asarray(samples)
+    return {"n": n, "p50_ms": round(float(np.percentile(a, 50)), 3), "p99_ms": round(float(np.percentile(a, 99)), 3),
+            "mean_ms": round(float(a.mean()), 3)}
+
+
+def throughput(fn: Callable[[], object], concurrency: int, seconds: float, items_per_call: int = 1) -> dict:
+    """Calls/s and items/s with ``concurrency`` threads calling ``fn`` back to back for ``seconds``."""
+    stop = time.perf_counter() + seconds
+    lat: list[float] = []
+
+    def worker(_):
+        n = 0
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            fn()
+            lat.append((time.perf_counter() - t0) * 1e3)
+            n += 1
+        return n
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        calls = sum(pool.map(worker, range(concurrency)))
+    elapsed = time.perf_counter() - t0
+    a = np.asarray(lat)
+    return {"concurrency": concurrency, "calls": calls, "calls_per_s": round(calls / elapsed, 1),
+            "items_per_s": round(calls * items_per_call / elapsed, 1),
+            "p50_ms": round(float(np.percentile(a, 50)), 3), "p99_ms": round(float(np.percentile(a, 99)), 3)}
+
+
+def write_result(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
+    return path

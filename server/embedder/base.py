@@ -1,0 +1,37 @@
+"""The embedder interface the gateway depends on; runtimes (Triton, in-process ONNX) sit behind it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    name: str
+    dim: int
+    input_size: int
+
+
+class EmbedderUnavailable(RuntimeError):
+    """The runtime can't be reached (maps to gRPC UNAVAILABLE)."""
+
+
+class EmbedderError(RuntimeError):
+    """The runtime refused the request (unknown model, bad input): maps to INVALID_ARGUMENT / INTERNAL."""
+
+
+class Embedder(Protocol):
+    async def embed(self, model: str, pixels: np.ndarray) -> np.ndarray:
+        """uint8 [B, 3, S, S] -> float32 [B, D] with unit L2 norm."""
+        ...
+
+    async def describe(self, model: str) -> ModelDescription: ...
+
+    async def models(self) -> list[ModelDescription]: ...
+
+    async def ready(self) -> bool: ...
+
+    async def close(self) -> None: ...

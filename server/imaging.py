@@ -1,0 +1,58 @@
+"""Encoded image bytes -> the model's uint8 [3, S, S] input, with limits that keep the gateway alive.
+
+Limits are checked before pixels are decoded: the header tells the size, so a decompression bomb
+(a small PNG that decodes to 30000x30000) is refused without allocating it. JPEG "draft" mode lets
+libjpeg decode at 1/2, 1/4 or 1/8 scale directly when the model needs far fewer pixels."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from extractors.imaging import to_rgb
+
+ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"}
+
+
+class ImageRejected(ValueError):
+    """The image can't be used; ``too_large`` distinguishes RESOURCE_EXHAUSTED from INVALID_ARGUMENT."""
+
+    def __init__(self, message: str, too_large: bool = False) -> None:
+        super().__init__(message)
+        self.too_large = too_large
+
+
+def decode_image(data: bytes, size: int, max_bytes: int, max_pixels: int) -> np.ndarray:
+    """Bytes of any common format -> uint8 [3, size, size] RGB (EXIF orientation applied, then resized)."""
+    if not data:
+        raise ImageRejected("image is empty: send the encoded bytes of a JPEG, PNG, WebP, GIF, BMP or TIFF file")
+    if len(data) > max_bytes:
+        raise ImageRejected(f"image is {len(data)} bytes; the limit is {max_bytes} bytes", too_large=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            if im.format not in ALLOWED_FORMATS:
+                raise ImageRejected(f"unsupported image format {im.format}; use JPEG, PNG, WebP, GIF, BMP or TIFF")
+            w, h = im.size
+            if w < 1 or h < 1:
+                raise ImageRejected(f"image has no pixels ({w}x{h})")
+            if w * h > max_pixels:
+                raise ImageRejected(f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}", too_large=True)
+            if im.format == "JPEG":
+                im.draft("RGB", (size, size))  # decode at the smallest 1/2^k scale still >= size
+            im.load()
+            rgb = to_rgb(im).resize((size, size), Image.Resampling.BILINEAR)
+    except ImageRejected:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageRejected(f"image is too large to decode: {e}", too_large=True) from None
+    except UnidentifiedImageError:
+        raise ImageRejected("bytes are not an image in a known format (JPEG, PNG, WebP, GIF, BMP, TIFF)") from None
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError, IndexError, TypeError, ZeroDivisionError) as e:
+        # Truncated and corrupt files surface as any of these from Pillow's plugins.
+        raise ImageRejected(f"image is corrupt or truncated: {type(e).__name__}: {e}") from None
+    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))

@@ -1,0 +1,67 @@
+"""One interceptor for every SearchService RPC: bearer-token auth, error -> status mapping, metrics, logs.
+
+Handlers raise plain exceptions; this is the one place that turns them into the gRPC status that tells the
+caller what to fix, so no handler can leak an UNKNOWN or a stack trace."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+
+import grpc
+
+from server.metrics import GatewayMetrics
+from server.service import status_of
+from server.settings import Settings
+
+log = logging.getLogger("vsearch.gateway")
+SERVICE_PREFIX = "/visualsearch.v1.SearchService/"
+MUTATING = {"Upsert", "Delete"}
+
+
+class GatewayInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, settings: Settings, metrics: GatewayMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+
+    def _authorized(self, method: str, metadata) -> bool:
+        token = self.settings.auth_token
+        if not token or (method not in MUTATING and not self.settings.auth_reads):
+            return True
+        given = dict(metadata or ()).get("authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        full = handler_call_details.method
+        if handler is None or not full.startswith(SERVICE_PREFIX):
+            return handler  # health and reflection pass through untouched
+        method = full.removeprefix(SERVICE_PREFIX)
+        authorized = self._authorized(method, handler_call_details.invocation_metadata)
+        behavior = handler.unary_unary or handler.stream_unary
+
+        async def wrapper(request, context):
+            start = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                if not authorized:
+                    code = grpc.StatusCode.UNAUTHENTICATED
+                    await context.abort(code, "missing or wrong token: send metadata 'authorization: Bearer <token>'")
+                return await behavior(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as e:  # noqa: BLE001 - mapped to a status right here
+                code, message = status_of(e)
+                if code == grpc.StatusCode.INTERNAL:
+                    log.exception("%s failed", method)
+                else:
+                    log.info("%s -> %s: %s", method, code.name, message)
+                await context.abort(code, message)
+            finally:
+                self.metrics.requests.labels(method, code.name).inc()
+                self.metrics.latency.labels(method).observe(time.perf_counter() - start)
+
+        make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+        return make(wrapper, request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer)
