@@ -5,6 +5,7 @@ Latency of one image (p50/p99) and throughput at concurrency 1 and 16, per serve
 from __future__ import annotations
 
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +36,10 @@ def run(models: list[str] | None = None, seconds: float = 5.0) -> dict:
                 one = real_images(size, 1)
                 session = onnx_session(repo / model / "1" / "model.onnx")
                 client = grpcclient.InferenceServerClient(triton.grpc_url)
-                local = __import__("threading").local()
-
                 def direct(x=one, s=session):
                     return s.run([EMBEDDING_OUTPUT], {INPUT_NAME: x})[0]
 
-                def via_triton(x=one, m=model, url=triton.grpc_url):
+                def via_triton(x=one, m=model, url=triton.grpc_url, local=threading.local()):
                     # One client per thread: tritonclient's sync client is not meant to be shared by threads.
                     c = getattr(local, "client", None) or grpcclient.InferenceServerClient(url)
                     local.client = c
