@@ -132,6 +132,133 @@ def triton_cmd(
                                  metrics_port=metrics_port))
 
 
+@app.command("milvus")
+def milvus_cmd(
+    data_dir: Path = typer.Option(None, help="where Milvus keeps its data (default: settings.milvus_data_dir)"),
+    port: int = typer.Option(None, help="client port (default: settings.milvus_port)"),
+) -> None:
+    """Run the real Milvus standalone server (from the `milvus` wheel) on loopback until Ctrl+C."""
+    from server.launchers.milvus import MilvusServer
+    from server.settings import Settings
+
+    settings = Settings()
+    server = MilvusServer(data_dir or settings.milvus_data_dir, port=port or settings.milvus_port)
+    raise typer.Exit(server.run_forever())
+
+
+@app.command("serve")
+def serve_cmd(port: int = typer.Option(None), triton_url: list[str] = typer.Option(None),
+              milvus_uri: str = typer.Option(None)) -> None:
+    """Run the gRPC search gateway (settings from VSEARCH_* env vars, overridden by these flags)."""
+    from server.app import run
+    from server.settings import Settings
+
+    overrides = {k: v for k, v in dict(port=port, triton_urls=triton_url, milvus_uri=milvus_uri).items() if v}
+    run(Settings(**overrides))
+
+
+@app.command("up")
+def up_cmd(milvus_uri: str = typer.Option(None, help="use this Milvus instead of starting one"),
+           port: int = typer.Option(None, help="gateway port (default: settings.port)")) -> None:
+    """Start Triton, Milvus and the gateway on loopback (exporting models first if needed); Ctrl+C stops all."""
+    import signal
+    import threading
+
+    from server.launchers.stack import Stack
+    from server.settings import Settings
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    settings = Settings()
+    with Stack(settings, milvus_uri=milvus_uri, gateway_port=port or settings.port) as stack:
+        console.print(f"[green]up[/]: search at [bold]{stack.gateway.address}[/]; Ctrl+C stops everything")
+        while not stop.is_set() and stack.gateway.proc.poll() is None:
+            stop.wait(1.0)
+    console.print("stopped")
+
+
+def _client(address: str, token: str | None):
+    from clients.sdk import SearchClient
+
+    return SearchClient(address, token=token)
+
+
+def _fail(e: Exception) -> None:
+    from clients.sdk import SearchError
+
+    if isinstance(e, SearchError):
+        hint = {"UNAVAILABLE": "is the gateway running? start it with `vsearch up`",
+                "UNAUTHENTICATED": "pass --token (or set VSEARCH_TOKEN)"}.get(e.code, "")
+        console.print(f"[red]{e.code}[/]: {e.details}" + (f"\n{hint}" if hint else ""))
+        raise typer.Exit(3 if e.code == "UNAVAILABLE" else 2)
+    raise e
+
+
+_ADDRESS = typer.Option("127.0.0.1:50051", envvar="VSEARCH_ADDRESS", help="gateway host:port")
+_TOKEN = typer.Option(None, envvar="VSEARCH_TOKEN", help="bearer token for mutating calls")
+
+
+@app.command("models")
+def models_cmd(address: str = _ADDRESS, token: str = _TOKEN) -> None:
+    """The models the gateway serves, with their dimension and item count."""
+    from rich.table import Table
+
+    try:
+        models = _client(address, token).list_models()
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+    table = Table(title=f"models at {address}")
+    for col in ("name", "dim", "input", "metric", "items"):
+        table.add_column(col)
+    for m in models:
+        table.add_row(m.name, str(m.dim), f"{m.input_size}x{m.input_size}", m.metric, str(m.count))
+    console.print(table)
+
+
+@app.command("index")
+def index_cmd(
+    folder: Path = typer.Argument(None, help="a folder of images (recursive; ids are relative paths)"),
+    dataset: str = typer.Option(None, help="fashion-mnist (all 70k: train then test) or photos"),
+    model: str = typer.Option(None, help="model to index with (default: the first served model)"),
+    limit: int = typer.Option(0, help="index only the first N images"),
+    batch_size: int = typer.Option(64), concurrency: int = typer.Option(4),
+    resume: bool = typer.Option(True, help="skip ids already stored"),
+    address: str = _ADDRESS, token: str = _TOKEN,
+) -> None:
+    """Bulk indexing through the gateway: progress bar, concurrency, resumable, summary at the end."""
+    from clients.indexing import index_images
+
+    try:
+        summary = index_images(_client(address, token), folder, dataset, model, limit, batch_size, concurrency,
+                               resume)
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+    console.print(summary)
+
+
+@app.command("search")
+def search_cmd(
+    image: Path = typer.Argument(..., exists=True, dir_okay=False, help="query image file"),
+    model: str = typer.Option(None, help="model (default: the first served model)"),
+    top_k: int = typer.Option(10), out: Path = typer.Option(None, help="PNG grid of the query and its hits"),
+    image_root: Path = typer.Option(None, help="folder the indexed ids are relative to (for the grid)"),
+    address: str = _ADDRESS, token: str = _TOKEN,
+) -> None:
+    """Search by image: a table of hits and a PNG grid of the query and its results."""
+    from clients.results import hits_table, save_grid
+
+    client = _client(address, token)
+    try:
+        model = model or client.list_models()[0].name
+        result = client.search(model, image=image, top_k=top_k)
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+    console.print(hits_table(result, title=f"{image.name} with {model}"))
+    path = save_grid(image, result, out or Path("reports") / f"search_{image.stem}_{model}.png", image_root)
+    console.print(f"grid written to [cyan]{path}[/]")
+
+
 @app.command("demo")
 def demo_cmd(out: Path = typer.Option(Path("reports/demo"), help="where the demo writes its outputs")) -> None:
     """The README's first command: evaluates every available extractor and writes the report."""

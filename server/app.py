@@ -21,7 +21,7 @@ from server.interceptors import GatewayInterceptor
 from server.metrics import GatewayMetrics
 from server.service import SearchService
 from server.settings import Settings
-from server.vector_store import open_vector_store
+from server.vector_store import open_store
 from visualsearch.v1 import search_pb2, search_pb2_grpc
 
 log = logging.getLogger("vsearch.gateway")
@@ -35,7 +35,7 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.embedder = embedder or TritonEmbedder(settings.triton_url_list(), settings.triton_timeout_s,
                                                    settings.triton_retries)
-        self.store = store or open_vector_store(settings.milvus_uri, settings)
+        self.store = store or open_store(settings.milvus_uri, settings)
         self.service = SearchService(settings, self.embedder, self.store, self.metrics)
         self.health = health.aio.HealthServicer()
         max_msg = settings.max_image_bytes * settings.max_batch_queries + MAX_MESSAGE_BYTES_SLACK

@@ -1,0 +1,286 @@
+"""Python SDK for the visual-search gateway: ``SearchClient`` (sync) and ``AsyncSearchClient``.
+
+    from clients.sdk import SearchClient, Item
+    with SearchClient("127.0.0.1:50051") as client:
+        client.upsert([Item("shoe-1", image="shoe.jpg", metadata={"label": 7})], model="dino_vit_femto_p7_fmnist")
+        for hit in client.search(image="query.jpg", model="dino_vit_femto_p7_fmnist", top_k=5).hits:
+            print(hit.id, hit.score)
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from visualsearch.v1 import search_pb2 as pb
+from visualsearch.v1 import search_pb2_grpc
+
+OPS = {"==": pb.FILTER_OP_EQ, "!=": pb.FILTER_OP_NE, "<": pb.FILTER_OP_LT, "<=": pb.FILTER_OP_LE,
+       ">": pb.FILTER_OP_GT, ">=": pb.FILTER_OP_GE, "in": pb.FILTER_OP_IN}
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+class SearchError(Exception):
+    """A failed call: ``code`` is the gRPC status name (e.g. "INVALID_ARGUMENT"), ``details`` says what to fix."""
+
+    def __init__(self, code: str, details: str) -> None:
+        super().__init__(f"{code}: {details}")
+        self.code = code
+        self.details = details
+
+    @classmethod
+    def from_rpc(cls, e: grpc.RpcError) -> SearchError:
+        return cls(e.code().name, e.details() or "")
+
+
+@dataclass
+class Hit:
+    id: str
+    score: float
+    metadata: dict
+
+
+@dataclass
+class SearchResult:
+    model: str
+    hits: list[Hit]
+    timings: dict[str, float]
+
+
+@dataclass
+class Item:
+    """An item to upsert: an image (path, bytes or PIL image) or a vector, with metadata."""
+
+    id: str
+    image: str | Path | bytes | object | None = None
+    vector: np.ndarray | list[float] | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class UpsertResult:
+    received: int = 0
+    upserted: int = 0
+    errors: list[tuple[str, str, str]] = field(default_factory=list)  # (id, code, message)
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    dim: int
+    metric: str
+    count: int
+    input_size: int
+
+
+def image_bytes(image) -> bytes:
+    """A path, raw bytes or a PIL image -> encoded bytes (PIL images are sent as PNG: lossless)."""
+    if isinstance(image, bytes | bytearray):
+        return bytes(image)
+    if isinstance(image, str | Path):
+        return Path(image).read_bytes()
+    if hasattr(image, "save"):
+        buf = io.BytesIO()
+        image.save(buf, "PNG")
+        return buf.getvalue()
+    raise TypeError(f"image must be a path, bytes or a PIL image, not {type(image).__name__}")
+
+
+def to_value(x) -> pb.Value:
+    if isinstance(x, bool):
+        return pb.Value(bool_value=x)
+    if isinstance(x, int | np.integer):
+        return pb.Value(int_value=int(x))
+    if isinstance(x, float | np.floating):
+        return pb.Value(double_value=float(x))
+    if isinstance(x, list | tuple | set):
+        return pb.Value(list_value=pb.ValueList(values=[to_value(v) for v in x]))
+    return pb.Value(string_value=str(x))
+
+
+def from_value(v: pb.Value):
+    kind = v.WhichOneof("kind")
+    if kind == "list_value":
+        return [from_value(x) for x in v.list_value.values]
+    return getattr(v, kind) if kind else None
+
+
+def filters_to_proto(filters: dict | None) -> list[pb.FilterClause]:
+    """``{"label": 3}`` is equality; ``{"label": ("in", [1, 2]), "price": ("<", 10)}`` any other operator."""
+    out = []
+    for name, spec in (filters or {}).items():
+        op, value = spec if isinstance(spec, tuple) else ("==", spec)
+        if op not in OPS:
+            raise ValueError(f"unknown filter operator {op!r}; use one of {', '.join(OPS)}")
+        out.append(pb.FilterClause(field=name, op=OPS[op], value=to_value(value)))
+    return out
+
+
+def search_request(model: str, image=None, vector=None, id: str | None = None, top_k: int = 10,
+                   filters: dict | None = None, output_fields: list[str] | None = None) -> pb.SearchRequest:
+    given = [x is not None for x in (image, vector, id)]
+    if sum(given) != 1:
+        raise ValueError("give exactly one of image=, vector= or id=")
+    req = pb.SearchRequest(model=model, top_k=top_k, filters=filters_to_proto(filters),
+                           output_fields=output_fields or [])
+    if image is not None:
+        req.image = image_bytes(image)
+    elif vector is not None:
+        req.vector.values.extend(np.asarray(vector, dtype=np.float32).tolist())
+    else:
+        req.id = id
+    return req
+
+
+def result_from_proto(r: pb.SearchResponse) -> SearchResult:
+    t = r.timings
+    return SearchResult(r.model, [Hit(h.id, h.score, {k: from_value(v) for k, v in h.metadata.items()})
+                                  for h in r.hits],
+                        {"decode_ms": t.decode_ms, "embed_ms": t.embed_ms, "search_ms": t.search_ms,
+                         "total_ms": t.total_ms})
+
+
+def upsert_requests(items: Iterable[Item], model: str) -> Iterator[pb.UpsertRequest]:
+    for it in items:
+        req = pb.UpsertRequest(model=model, id=it.id, metadata={k: to_value(v) for k, v in it.metadata.items()})
+        if it.image is not None:
+            req.image = image_bytes(it.image)
+        elif it.vector is not None:
+            req.vector.values.extend(np.asarray(it.vector, dtype=np.float32).tolist())
+        yield req
+
+
+def _channel_options() -> list:
+    return [("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+
+
+class SearchClient:
+    def __init__(self, address: str = "127.0.0.1:50051", token: str | None = None, timeout: float = 30.0,
+                 tls: bool = False, root_certificates: bytes | None = None, retries: int = 3) -> None:
+        if tls:
+            creds = grpc.ssl_channel_credentials(root_certificates)
+            self.channel = grpc.secure_channel(address, creds, options=_channel_options())
+        else:
+            self.channel = grpc.insecure_channel(address, options=_channel_options())
+        self.stub = search_pb2_grpc.SearchServiceStub(self.channel)
+        self.metadata = [("authorization", f"Bearer {token}")] if token else None
+        self.timeout = timeout
+        self.retries = retries
+
+    def _call(self, method, request, retry: bool = True):
+        for attempt in range(self.retries + 1):
+            try:
+                return method(request() if callable(request) else request, timeout=self.timeout,
+                              metadata=self.metadata)
+            except grpc.RpcError as e:
+                if not retry or e.code() not in RETRYABLE or attempt == self.retries:
+                    raise SearchError.from_rpc(e) from None
+                time.sleep(0.1 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def search(self, model: str, image=None, vector=None, id: str | None = None, top_k: int = 10,
+               filters: dict | None = None, output_fields: list[str] | None = None) -> SearchResult:
+        req = search_request(model, image, vector, id, top_k, filters, output_fields)
+        return result_from_proto(self._call(self.stub.Search, req))
+
+    def search_batch(self, requests: list[pb.SearchRequest]) -> list[SearchResult]:
+        reply = self._call(self.stub.SearchBatch, pb.SearchBatchRequest(queries=requests))
+        return [result_from_proto(r) for r in reply.results]
+
+    def upsert(self, items: Iterable[Item], model: str, batch_size: int = 64, concurrency: int = 4,
+               on_batch=None) -> UpsertResult:
+        """Streams items in batches, ``concurrency`` batches at a time; a batch that fails with a transient
+        error (UNAVAILABLE...) is resent whole: upserts are idempotent by id."""
+        total = UpsertResult()
+
+        def send(batch: list[Item]) -> pb.UpsertResponse:
+            return self._call(self.stub.Upsert, lambda: upsert_requests(batch, model))
+
+        def batches():
+            batch: list[Item] = []
+            for it in items:
+                batch.append(it)
+                if len(batch) == batch_size:
+                    yield batch
+                    batch = []
+            if batch:
+                yield batch
+
+        with ThreadPoolExecutor(concurrency) as pool:
+            for reply in pool.map(send, batches()):
+                total.received += reply.received
+                total.upserted += reply.upserted
+                total.errors += [(e.id, e.code, e.message) for e in reply.errors]
+                if on_batch:
+                    on_batch(reply)
+        return total
+
+    def delete(self, model: str, ids: list[str]) -> int:
+        return self._call(self.stub.Delete, pb.DeleteRequest(model=model, ids=ids)).deleted
+
+    def get(self, model: str, ids: list[str], include_vectors: bool = False) -> list[Item]:
+        reply = self._call(self.stub.Get, pb.GetRequest(model=model, ids=ids, include_vectors=include_vectors))
+        return [Item(i.id, vector=np.asarray(i.vector.values, dtype=np.float32) if include_vectors else None,
+                     metadata={k: from_value(v) for k, v in i.metadata.items()}) for i in reply.items]
+
+    def list_models(self) -> list[ModelInfo]:
+        reply = self._call(self.stub.ListModels, pb.ListModelsRequest())
+        return [ModelInfo(m.name, m.dim, m.metric, m.count, m.input_size) for m in reply.models]
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> SearchClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class AsyncSearchClient:
+    """The same verbs for asyncio code (``grpc.aio``)."""
+
+    def __init__(self, address: str = "127.0.0.1:50051", token: str | None = None, timeout: float = 30.0) -> None:
+        self.channel = grpc.aio.insecure_channel(address, options=_channel_options())
+        self.stub = search_pb2_grpc.SearchServiceStub(self.channel)
+        self.metadata = [("authorization", f"Bearer {token}")] if token else None
+        self.timeout = timeout
+
+    async def _call(self, method, request):
+        try:
+            return await method(request, timeout=self.timeout, metadata=self.metadata)
+        except grpc.aio.AioRpcError as e:
+            raise SearchError(e.code().name, e.details() or "") from None
+
+    async def search(self, model: str, image=None, vector=None, id: str | None = None, top_k: int = 10,
+                     filters: dict | None = None, output_fields: list[str] | None = None) -> SearchResult:
+        req = search_request(model, image, vector, id, top_k, filters, output_fields)
+        return result_from_proto(await self._call(self.stub.Search, req))
+
+    async def upsert(self, items: Iterable[Item], model: str) -> UpsertResult:
+        reply = await self._call(self.stub.Upsert, upsert_requests(items, model))
+        return UpsertResult(reply.received, reply.upserted, [(e.id, e.code, e.message) for e in reply.errors])
+
+    async def delete(self, model: str, ids: list[str]) -> int:
+        return (await self._call(self.stub.Delete, pb.DeleteRequest(model=model, ids=ids))).deleted
+
+    async def list_models(self) -> list[ModelInfo]:
+        reply = await self._call(self.stub.ListModels, pb.ListModelsRequest())
+        return [ModelInfo(m.name, m.dim, m.metric, m.count, m.input_size) for m in reply.models]
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> AsyncSearchClient:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()

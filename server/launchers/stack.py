@@ -1,0 +1,69 @@
+"""The whole stack on one machine: Triton (wheel binary), Milvus (``milvus`` wheel) and the gateway, on
+loopback. Used by ``vsearch up``, the demo and the benchmarks; stops everything it started, in reverse."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from rich.console import Console
+
+from export.repository import export_model
+from server.launchers.gateway import GatewayProcess
+from server.launchers.milvus import MilvusServer
+from server.launchers.triton import TritonServer
+from server.settings import Settings
+
+console = Console()
+
+
+def ensure_exported(settings: Settings) -> None:
+    """Exports every served model whose ``model.onnx`` is missing (weights are committed, ONNX is built)."""
+    for name in settings.models:
+        if not (settings.model_repository / name / "1" / "model.onnx").exists():
+            console.print(f"exporting [cyan]{name}[/] to {settings.model_repository}")
+            export_model(name, settings.model_repository, "cpu", settings)
+
+
+class Stack(contextlib.AbstractContextManager):
+    def __init__(self, settings: Settings | None = None, milvus_uri: str | None = None,
+                 gateway_port: int | None = None, gateway_env: dict[str, str] | None = None) -> None:
+        self.settings = settings or Settings()
+        self.milvus_uri = milvus_uri
+        self.gateway_port = gateway_port
+        self.gateway_env = gateway_env or {}
+        self.triton: TritonServer | None = None
+        self.milvus: MilvusServer | None = None
+        self.gateway: GatewayProcess | None = None
+        self._stack = contextlib.ExitStack()
+
+    def start(self) -> Stack:
+        s = self.settings
+        try:
+            ensure_exported(s)
+            with console.status("starting Triton"):
+                self.triton = self._stack.enter_context(TritonServer(s.model_repository, models=s.models))
+            console.print(f"Triton ready on {self.triton.grpc_url}")
+            uri = self.milvus_uri
+            if uri is None:
+                with console.status("starting Milvus"):
+                    self.milvus = self._stack.enter_context(MilvusServer(Path(s.milvus_data_dir)))
+                uri = self.milvus.uri
+                console.print(f"Milvus ready on {uri} (data in {s.milvus_data_dir})")
+            with console.status("starting the gateway"):
+                self.gateway = self._stack.enter_context(
+                    GatewayProcess([self.triton.grpc_url], uri, port=self.gateway_port, env=self.gateway_env))
+            console.print(f"gateway ready on [bold]{self.gateway.address}[/]")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
