@@ -60,6 +60,8 @@ class Gateway:
             self.port = self.server.add_insecure_port(address)
         if s.metrics_port:
             start_http_server(s.metrics_port, addr=s.host, registry=self.metrics.registry)
+        for name in ("", SERVICE_NAME):  # the servicer says SERVING by default: not before we have checked
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
         await self.update_health()
         self._health_task = asyncio.create_task(self._watch_health())
