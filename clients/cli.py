@@ -260,12 +260,14 @@ def search_cmd(
 
 
 @app.command("demo")
-def demo_cmd(out: Path = typer.Option(Path("reports/demo"), help="where the demo writes its outputs")) -> None:
-    """The README's first command: evaluates every available extractor and writes the report."""
-    from extractors.knn_report import FMNIST_EXTRACTORS, knn_report
+def demo_cmd(
+    out: Path = typer.Option(Path("reports/demo"), help="where the demo writes its outputs"),
+    limit: int = typer.Option(0, help="index only the first N Fashion-MNIST images (0 = all 70,000)"),
+) -> None:
+    """The README's first command: the whole stack, indexing, sample queries, an HTML page; then stops."""
+    from clients.demo import run_demo
 
-    knn_report(FMNIST_EXTRACTORS, out)
-    console.print(f"[green]demo done[/]: outputs in [cyan]{out.resolve()}[/]")
+    run_demo(out, fmnist_limit=limit)
 
 
 def main() -> None:
