@@ -1,0 +1,91 @@
+"""The vector store interface the gateway codes against: one collection per embedding model, records
+``(id, vector, metadata)``, cosine similarity search with structured metadata filters.
+
+Implementations: ``server.vector_store.milvus.MilvusVectorStore`` (a Milvus server URI or a Milvus Lite
+``.db`` path). Methods are synchronous; the gateway calls them through ``asyncio.to_thread``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+FILTER_OPS = ("==", "!=", "<", "<=", ">", ">=", "in")
+
+
+@dataclass
+class Hit:
+    """One search result: ``score`` is the cosine similarity (1.0 = same direction)."""
+
+    id: str
+    score: float
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class Record:
+    """A stored item: ``vector`` is float32 [D] as stored."""
+
+    id: str
+    vector: np.ndarray
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class FilterClause:
+    """``field op value``; clauses in a list are ANDed. ``op`` is one of ``FILTER_OPS``; ``value`` is an int,
+    float, bool or str, or for ``in`` a list of them. ``field`` names a metadata key (or ``id``)."""
+
+    field: str
+    op: str
+    value: Any
+
+
+class VectorStoreError(Exception):
+    """A bad request: wrong dimension, invalid id, vector, metadata or filter (gRPC INVALID_ARGUMENT)."""
+
+
+class CollectionNotFound(VectorStoreError):
+    """No collection for this model yet (gRPC NOT_FOUND)."""
+
+
+class VectorStoreUnavailable(Exception):
+    """The store cannot be reached or is not serving (Milvus down, restarting, loading): retry later
+    (gRPC UNAVAILABLE)."""
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    def ensure_collection(self, model: str, dim: int) -> None:
+        """Create the model's collection (and index) if absent; VectorStoreError if it exists with another dim."""
+
+    def upsert(self, model: str, ids: list[str], vectors: np.ndarray, metadata: list[dict]) -> int:
+        """Insert or replace by id (idempotent); ``vectors`` float32 [N, D]. Creates the collection on first use.
+        Returns the number of records written (duplicates within a call count once: the last wins)."""
+
+    def search(self, model: str, vectors: np.ndarray, top_k: int, filters: list[FilterClause] | None = None,
+               output_fields: list[str] | None = None) -> list[list[Hit]]:
+        """For each query vector [Q, D], up to ``top_k`` hits, best first. ``output_fields``: metadata keys to
+        return (None: all; []: none)."""
+
+    def get(self, model: str, ids: list[str]) -> list[Record]:
+        """The records that exist among ``ids`` (missing ids are skipped)."""
+
+    def delete(self, model: str, ids: list[str]) -> int:
+        """Delete by id; returns how many existed."""
+
+    def count(self, model: str) -> int: ...
+
+    def describe(self, model: str) -> dict | None:
+        """``{"name", "dim", "metric", "count", ...}`` or None when the model has no collection."""
+
+    def list_models(self) -> list[str]: ...
+
+    def flush(self, model: str) -> None:
+        """Persist buffered writes (seal segments)."""
+
+    def ping(self) -> bool:
+        """True when the store answers; False (quickly, never raises) when it is down."""
+
+    def close(self) -> None: ...
