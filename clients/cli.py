@@ -52,34 +52,26 @@ _OUT = typer.Option(None, help="run folder (checkpoint, log.jsonl, weights); def
 _RESUME = typer.Option(True, help="resume from the run folder's checkpoint when there is one")
 
 
-@train_app.command("dino")
-def train_dino_cmd(
-    preset: str = _PRESET, dataset: str = _DATASET, out: Path = _OUT, resume: bool = _RESUME,
-    epochs: int = typer.Option(None), batch_size: int = typer.Option(None), lr: float = typer.Option(None),
-    train_limit: int = typer.Option(None, help="use the first N training images only"),
-    time_limit_min: float = typer.Option(None, help="stop and save after this many minutes"),
-    threads: int = typer.Option(None), seed: int = typer.Option(None), arch: str = typer.Option(None),
-    patch_size: int = typer.Option(None), knn_every: int = typer.Option(None),
-) -> None:
-    """Self-supervised DINO training (no labels are read)."""
-    _train("dino", preset, dataset, out, resume, epochs=epochs, batch_size=batch_size, lr=lr,
-           train_limit=train_limit, time_limit_min=time_limit_min, threads=threads, seed=seed, arch=arch,
-           patch_size=patch_size, knn_every=knn_every)
+def _train_command(kind: str, doc: str):
+    def command(
+        preset: str = _PRESET, dataset: str = _DATASET, out: Path = _OUT, resume: bool = _RESUME,
+        epochs: int = typer.Option(None), batch_size: int = typer.Option(None), lr: float = typer.Option(None),
+        train_limit: int = typer.Option(None, help="use the first N training images only"),
+        time_limit_min: float = typer.Option(None, help="stop and save after this many minutes"),
+        threads: int = typer.Option(None), seed: int = typer.Option(None), arch: str = typer.Option(None),
+        patch_size: int = typer.Option(None), knn_every: int = typer.Option(None),
+    ) -> None:
+        _train(kind, preset, dataset, out, resume, epochs=epochs, batch_size=batch_size, lr=lr,
+               train_limit=train_limit, time_limit_min=time_limit_min, threads=threads, seed=seed, arch=arch,
+               patch_size=patch_size, knn_every=knn_every)
+
+    command.__doc__ = doc
+    return command
 
 
-@train_app.command("supervised")
-def train_supervised_cmd(
-    preset: str = _PRESET, dataset: str = _DATASET, out: Path = _OUT, resume: bool = _RESUME,
-    epochs: int = typer.Option(None), batch_size: int = typer.Option(None), lr: float = typer.Option(None),
-    train_limit: int = typer.Option(None, help="use the first N training images only"),
-    time_limit_min: float = typer.Option(None, help="stop and save after this many minutes"),
-    threads: int = typer.Option(None), seed: int = typer.Option(None), arch: str = typer.Option(None),
-    patch_size: int = typer.Option(None), knn_every: int = typer.Option(None),
-) -> None:
-    """Supervised ViT training (cross-entropy on labels): the baseline DINO is compared with."""
-    _train("supervised", preset, dataset, out, resume, epochs=epochs, batch_size=batch_size, lr=lr,
-           train_limit=train_limit, time_limit_min=time_limit_min, threads=threads, seed=seed, arch=arch,
-           patch_size=patch_size, knn_every=knn_every)
+train_app.command("dino")(_train_command("dino", "Self-supervised DINO training (no labels are read)."))
+train_app.command("supervised")(_train_command(
+    "supervised", "Supervised ViT training (cross-entropy on labels): the baseline DINO is compared with."))
 
 
 @app.command("knn-report")

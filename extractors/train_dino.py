@@ -30,6 +30,7 @@ from extractors.training import (
     get_params_groups,
     load_training_images,
     save_atomic,
+    set_schedules,
 )
 
 
@@ -116,10 +117,7 @@ def train_dino(cfg: DinoConfig, out_dir: Path, resume: bool = True) -> dict:
             losses = []
             for it_in_ep in range(niter_per_ep):
                 it = epoch * niter_per_ep + it_in_ep
-                for i, group in enumerate(optimizer.param_groups):
-                    group["lr"] = lr_schedule[it]
-                    if i == 0:
-                        group["weight_decay"] = wd_schedule[it]
+                set_schedules(optimizer, lr_schedule[it], wd_schedule[it])
                 batch = images[perm[it_in_ep * cfg.batch_size:(it_in_ep + 1) * cfg.batch_size]].float() / 255
                 crops = [normalize(c) for c in augment(batch, generator)]
                 with torch.no_grad():

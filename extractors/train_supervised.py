@@ -24,6 +24,7 @@ from extractors.training import (
     get_params_groups,
     load_training_images,
     save_atomic,
+    set_schedules,
 )
 
 
@@ -77,10 +78,7 @@ def train_supervised(cfg: SupervisedConfig, out_dir: Path, resume: bool = True) 
             losses, correct, seen = [], 0, 0
             for it_in_ep in range(niter_per_ep):
                 it = epoch * niter_per_ep + it_in_ep
-                for i, group in enumerate(optimizer.param_groups):
-                    group["lr"] = lr_schedule[it]
-                    if i == 0:
-                        group["weight_decay"] = wd_schedule[it]
+                set_schedules(optimizer, lr_schedule[it], wd_schedule[it])
                 idx = perm[it_in_ep * cfg.batch_size:(it_in_ep + 1) * cfg.batch_size]
                 x = normalize(supervised_augment(images[idx].float() / 255, cfg.backbone.img_size,
                                                  cfg.crops_scale, generator))

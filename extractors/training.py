@@ -92,6 +92,14 @@ def get_params_groups(model: nn.Module) -> list[dict]:
     return [{"params": regularized}, {"params": not_regularized, "weight_decay": 0.0}]
 
 
+def set_schedules(optimizer: torch.optim.Optimizer, lr: float, weight_decay: float) -> None:
+    """This iteration's learning rate for every group; weight decay only for the regularised group (0)."""
+    for i, group in enumerate(optimizer.param_groups):
+        group["lr"] = lr
+        if i == 0:
+            group["weight_decay"] = weight_decay
+
+
 def clip_gradients(model: nn.Module, clip: float) -> None:
     """Per-parameter gradient-norm clipping, as in DINO's utils.clip_gradients."""
     for p in model.parameters():
