@@ -1,6 +1,7 @@
 """Locust load test for the gateway, over gRPC with the generated stubs.
 
-    .venv/bin/locust -f clients/loadtest/locustfile.py --host 127.0.0.1:50051 -u 50 -r 10 -t 2m --headless
+    .venv/bin/locust -f clients/loadtest/locustfile.py --host 127.0.0.1:50051 -u 50 -r 10 -t 2m --stop-timeout 15 \
+        --headless
 
 Each simulated user runs a weighted mix: search by image (6), search by id (3), upsert of a small batch (1).
 Every call is reported to locust's statistics as request type ``grpc``. Settings (environment variables):
