@@ -6,8 +6,10 @@ One collection per model, ``vs_<model>``: ``id`` VARCHAR primary key (``settings
 FLOAT_VECTOR(dim), ``metadata`` JSON (the caller's dict as is; filters address ``metadata["key"]``). HNSW
 index, COSINE metric (``settings.hnsw_m``, ``hnsw_ef_construction``; search ``ef`` = max(``hnsw_ef``, top_k)).
 The collection's consistency level is Bounded (Strong adds about 200 ms to every search); reads are sent with
-``read_consistency`` (default Session: this process sees its own writes at once, other readers are bounded as
-usual, and a read with no write of its own before it waits for nothing).
+``read_consistency`` (default Session: this process sees its own upserts at once, and a read with no write of its
+own before it waits for nothing). Milvus 2.3 returns no timestamp for a delete, so for 6 s after one of ours the
+collection's reads are Strong. With Milvus Lite every write is followed by a flush (unflushed rows are re-copied
+on every search there).
 
 Every pymilvus failure is mapped: connection problems and a collection still loading -> ``VectorStoreUnavailable``;
 a missing collection -> ``CollectionNotFound``; anything else the server refuses -> ``VectorStoreError``."""
@@ -45,6 +47,7 @@ log = logging.getLogger(__name__)
 PREFIX = "vs_"
 METRIC = "COSINE"
 ID_FIELD, VECTOR_FIELD, METADATA_FIELD = "id", "vector", "metadata"
+MODEL_PROPERTY = "vsearch.model"  # collection property holding the model's own name
 _NAME_OK = re.compile(r"^[A-Za-z0-9_]{1,180}$")
 _UNAVAILABLE_GRPC = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
                      grpc.StatusCode.RESOURCE_EXHAUSTED}
@@ -55,6 +58,7 @@ _CODE_NOT_LOADED = 101
 _MAX_DIM = 32768
 _BATCH_BYTES = 16 << 20  # keep each insert message well under the proxy's 64 MB limit
 _MAX_BATCH_ROWS = 5000
+_STRONG_AFTER_DELETE_S = 6.0  # > Milvus's Bounded staleness (common.gracefulTime, 5 s)
 
 
 def collection_name(model: str) -> str:
@@ -91,6 +95,7 @@ class MilvusVectorStore:
         self._client_obj: Any = None
         self._lock = threading.RLock()
         self._dims: dict[str, int] = {}  # collection name -> dim, for collections known to exist
+        self._strong_until: dict[str, float] = {}  # collection name -> monotonic deadline (after our deletes)
         self._closed = False
 
     # -- connection -------------------------------------------------------------------------------------
@@ -208,6 +213,9 @@ class MilvusVectorStore:
         dim = self._dims.get(name)
         if dim is not None:
             return dim
+        # has_collection first: pymilvus logs a failed describe_collection as an error, with a traceback.
+        if not self._call("has collection", model, lambda c, **kw: c.has_collection(name, **kw)):
+            raise CollectionNotFound(f"no collection for model {model!r}")
         info = self._call("describe collection", model, lambda c, **kw: c.describe_collection(name, **kw))
         dim = _vector_dim(info)
         if dim is None:
@@ -256,7 +264,8 @@ class MilvusVectorStore:
         try:
             # With index_params, MilvusClient creates the collection, builds the index spec and loads it.
             self._call("create collection", model, lambda c, **kw: c.create_collection(
-                name, schema=schema, index_params=index, consistency_level="Bounded", **kw))
+                name, schema=schema, index_params=index, consistency_level="Bounded",
+                properties={MODEL_PROPERTY: model}, **kw))
             log.info("created collection %s for model %r (dim %d, HNSW M=%d efConstruction=%d, %s)", name, model,
                      dim, s.hnsw_m, s.hnsw_ef_construction, METRIC)
         except VectorStoreError:
@@ -274,7 +283,9 @@ class MilvusVectorStore:
     def _model_of(self, name: str) -> str:
         try:
             info = self._call("describe collection", None, lambda c, **kw: c.describe_collection(name, **kw))
-            model = json.loads(info.get("description") or "{}").get("model")
+            # The model name is a collection property (Milvus Lite drops the schema description).
+            model = (info.get("properties") or {}).get(MODEL_PROPERTY) \
+                or json.loads(info.get("description") or "{}").get("model")
             if isinstance(model, str) and model:
                 return model
         except (VectorStoreError, ValueError, AttributeError):
@@ -301,13 +312,23 @@ class MilvusVectorStore:
         name = collection_name(model)
         self._dim(model)
         rows = self._call("count", model, lambda c, **kw: c.query(
-            name, filter="", output_fields=["count(*)"], consistency_level=self.read_consistency, **kw))
+            name, filter="", output_fields=["count(*)"], consistency_level=self._consistency(name), **kw))
         return int(rows[0]["count(*)"]) if rows else 0
 
     def flush(self, model: str) -> None:
         name = collection_name(model)
         self._dim(model)
         self._call("flush", model, lambda c, **kw: c.flush(name, **kw))
+
+    def _consistency(self, name: str) -> str:
+        """Session reads see this process's upserts at once; but Milvus 2.3 returns no timestamp for a delete,
+        so for a while after one of ours, reads of that collection are Strong (Bounded staleness is 5 s)."""
+        until = self._strong_until.get(name)
+        if until is not None:
+            if time.monotonic() < until:
+                return "Strong"
+            self._strong_until.pop(name, None)
+        return self.read_consistency
 
     # -- data -------------------------------------------------------------------------------------------
     def _check_ids(self, ids: list[str]) -> list[str]:
@@ -396,7 +417,7 @@ class MilvusVectorStore:
         params = {"metric_type": METRIC, "params": {"ef": max(self.settings.hnsw_ef, top_k)}}
         res = self._call("search", model, lambda c, **kw: c.search(
             name, data=arr.tolist(), limit=top_k, filter=expr, output_fields=[METADATA_FIELD] if want_meta else [],
-            search_params=params, consistency_level=self.read_consistency, **kw))
+            search_params=params, consistency_level=self._consistency(name), **kw))
         keep = None if output_fields is None else set(output_fields)
         out: list[list[Hit]] = []
         for hits in res:
@@ -419,7 +440,7 @@ class MilvusVectorStore:
             return []
         rows = self._call("get", model, lambda c, **kw: c.get(
             name, ids=list(dict.fromkeys(ids)), output_fields=[ID_FIELD, VECTOR_FIELD, METADATA_FIELD],
-            consistency_level=self.read_consistency, **kw))
+            consistency_level=self._consistency(name), **kw))
         by_id = {r[ID_FIELD]: r for r in rows}
         return [Record(id=i, vector=np.asarray(by_id[i][VECTOR_FIELD], dtype=np.float32),
                        metadata=by_id[i].get(METADATA_FIELD) or {}) for i in dict.fromkeys(ids) if i in by_id]
@@ -434,13 +455,14 @@ class MilvusVectorStore:
         existing = [r.id for r in self._existing(model, name, ids)]
         if existing:
             self._call("delete", model, lambda c, **kw: c.delete(name, ids=existing, **kw))
+            self._strong_until[name] = time.monotonic() + _STRONG_AFTER_DELETE_S
             if self.is_lite:
                 self._call("flush", model, lambda c, **kw: c.flush(name, **kw))
         return len(existing)
 
     def _existing(self, model: str, name: str, ids: list[str]) -> Iterator[Record]:
         rows = self._call("get", model, lambda c, **kw: c.get(
-            name, ids=ids, output_fields=[ID_FIELD], consistency_level=self.read_consistency, **kw))
+            name, ids=ids, output_fields=[ID_FIELD], consistency_level=self._consistency(name), **kw))
         for r in rows:
             yield Record(id=r[ID_FIELD], vector=np.zeros(0, np.float32), metadata={})
 
