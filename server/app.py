@@ -113,4 +113,6 @@ def run(settings: Settings | None = None) -> None:
     settings = settings or Settings()
     logging.basicConfig(level=settings.log_level, format='{"t":"%(asctime)s","level":"%(levelname)s",'
                         '"logger":"%(name)s","msg":"%(message)s"}')
+    # pymilvus logs every failed call at ERROR with a traceback; the store maps them to clear errors already.
+    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
     asyncio.run(serve(settings))
