@@ -208,6 +208,44 @@ def models_cmd(address: str = _ADDRESS, token: str = _TOKEN) -> None:
     console.print(table)
 
 
+@app.command("stats")
+def stats_cmd(address: str = _ADDRESS, token: str = _TOKEN,
+              metrics_url: str = typer.Option("http://127.0.0.1:9464/metrics",
+                                              help="the gateway's Prometheus endpoint")) -> None:
+    """Health, items per model and the gateway's request/latency counters."""
+    import urllib.request
+
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from rich.table import Table
+
+    try:
+        with grpc.insecure_channel(address) as channel:
+            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+        console.print(f"health: [bold]{health_pb2.HealthCheckResponse.ServingStatus.Name(status)}[/]")
+        models = _client(address, token).list_models()
+    except grpc.RpcError as e:
+        console.print(f"[red]{e.code().name}[/]: {e.details()}\nis the gateway running? start it with `vsearch up`")
+        raise typer.Exit(3) from None
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+    console.print(", ".join(f"{m.name}: {m.count} items" for m in models))
+    try:
+        text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    except OSError as e:
+        console.print(f"[yellow]metrics not reachable at {metrics_url}: {e}[/]")
+        return
+    table = Table(title="requests by method and status")
+    for col in ("method", "code", "count"):
+        table.add_column(col)
+    for line in text.splitlines():
+        if line.startswith("vsearch_requests_total{"):
+            labels, value = line.split("} ")
+            kv = dict(part.split("=") for part in labels.removeprefix("vsearch_requests_total{").split(","))
+            table.add_row(kv["method"].strip('"'), kv["code"].strip('"'), str(int(float(value))))
+    console.print(table)
+
+
 @app.command("index")
 def index_cmd(
     folder: Path = typer.Argument(None, help="a folder of images (recursive; ids are relative paths)"),

@@ -37,6 +37,7 @@ class GatewayProcess:
                                                                              suffix=".log")[1])
         self.startup_timeout_s = startup_timeout_s
         self.proc: subprocess.Popen | None = None
+        self.metrics_port = free_port()
 
     @property
     def address(self) -> str:
@@ -46,7 +47,7 @@ class GatewayProcess:
         env = dict(os.environ)
         env.update({"VSEARCH_HOST": self.host, "VSEARCH_PORT": str(self.port),
                     "VSEARCH_TRITON_URLS": json.dumps(self.triton_urls), "VSEARCH_MILVUS_URI": self.milvus_uri,
-                    "VSEARCH_METRICS_PORT": str(free_port())})
+                    "VSEARCH_METRICS_PORT": str(self.metrics_port)})
         env.update(self.extra_env)
         return env
 
