@@ -11,7 +11,7 @@ NODE_STAMP := $(NODE_DIR)/node_modules/.package-lock.json
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo test lint bench train clean
+.PHONY: install demo test lint bench train eval eval-quick clean
 
 install: $(STAMP) $(FMNIST) $(STUBS) $(NODE_STAMP)
 
@@ -55,6 +55,12 @@ lint: install
 
 bench: install
 	$(BIN)/python -m benchmarks.run
+
+eval: install
+	$(BIN)/vsearch eval
+
+eval-quick: install
+	$(BIN)/vsearch eval --quick --out reports/comparison-quick
 
 train: install
 	$(BIN)/vsearch train dino --preset fmnist-femto-p7

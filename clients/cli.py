@@ -289,6 +289,56 @@ def search_cmd(
     console.print(f"grid written to [cyan]{path}[/]")
 
 
+@app.command("eval")
+def eval_cmd(
+    extractor: list[str] = typer.Option(None, help="registry names or 'pixels' (default: pixels, random, DINO, "
+                                                   "supervised ViT, EfficientNet)"),
+    quick: bool = typer.Option(False, help="small subsets: 5k db / 1k queries / 200 copy sources"),
+    out: Path = typer.Option(Path("reports/comparison"), help="results.json, report.md/html, figures/"),
+    seed: int = typer.Option(0),
+    threads: int = typer.Option(None, help="torch CPU threads"),
+    report: bool = typer.Option(True, help="write the report after the run"),
+    report_only: bool = typer.Option(False, help="only re-render the report from OUT/results.json"),
+    merge: bool = typer.Option(False, help="re-measure only --extractor and merge into OUT/results.json"),
+    serving_check: bool = typer.Option(False, help="also measure one extractor through the running stack "
+                                                   "(gateway -> Triton -> Milvus) against exact search"),
+) -> None:
+    """The comparison: class retrieval and copy detection for every extractor, then the report."""
+    import torch
+
+    from evaluation.protocol import run_protocol
+    from evaluation.report import write_report
+
+    if threads:
+        torch.set_num_threads(threads)
+    if merge:
+        from evaluation.refresh import refresh_extractors
+
+        refresh_extractors(extractor, out, seed)
+    elif not report_only:
+        run_protocol(extractor or None, quick=quick, out_dir=out, seed=seed)
+    if serving_check:
+        from evaluation.serving_check import run as run_serving_check
+
+        run_serving_check(out=out / "serving_check.json")
+    if report or report_only:
+        console.print(f"report written to [cyan]{write_report(out)}[/] (and report.html, figures/, explain/)")
+
+
+@app.command("explain")
+def explain_cmd(
+    image: Path = typer.Argument(..., exists=True, help="an image file"),
+    model: str = typer.Option("dino_vit_femto_p7_fmnist", help="extractor: ViTs give attention maps; "
+                                                               "the supervised ViT and EfficientNet also Grad-CAM"),
+    out: Path = typer.Option(Path("reports/explain"), help="where the PNGs go"),
+) -> None:
+    """Attention maps / Grad-CAM overlaid on IMAGE, written as PNGs."""
+    from evaluation.explain import explain
+
+    for p in explain(image, model, out):
+        console.print(f"[cyan]{p}[/]")
+
+
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("reports/demo"), help="where the demo writes its outputs"),

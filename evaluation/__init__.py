@@ -1,0 +1,1 @@
+"""The comparison of extractors: retrieval metrics, the evaluation protocol, explanations and the report."""
