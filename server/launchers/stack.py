@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from export.repository import export_model
+from extractors.registry import get_spec
 from server.launchers.gateway import GatewayProcess
 from server.launchers.milvus import MilvusServer
 from server.launchers.triton import TritonServer
@@ -18,9 +19,13 @@ console = Console()
 
 
 def ensure_exported(settings: Settings) -> None:
-    """Exports every served model whose ``model.onnx`` is missing (weights are committed, ONNX is built)."""
+    """Exports every served model whose ``model.onnx`` is missing or older than its weights (weights are
+    committed, ONNX is built), so a retrained checkpoint is never served from a stale graph."""
     for name in settings.models:
-        if not (settings.model_repository / name / "1" / "model.onnx").exists():
+        onnx_path = settings.model_repository / name / "1" / "model.onnx"
+        weights = get_spec(name).weights()
+        stale = weights is not None and onnx_path.exists() and weights.stat().st_mtime > onnx_path.stat().st_mtime
+        if not onnx_path.exists() or stale:
             console.print(f"exporting [cyan]{name}[/] to {settings.model_repository}")
             export_model(name, settings.model_repository, "cpu", settings)
 
