@@ -11,7 +11,7 @@ NODE_STAMP := $(NODE_DIR)/node_modules/.package-lock.json
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo test lint bench train eval eval-quick clean
+.PHONY: install demo test lint bench train eval eval-quick soak clean
 
 install: $(STAMP) $(FMNIST) $(STUBS) $(NODE_STAMP)
 
@@ -55,6 +55,10 @@ lint: install
 
 bench: install
 	$(BIN)/python -m benchmarks.run
+
+# Longer fault and fuzz runs than the test suite's (20x the fuzz cases, 30 s of load around each fault).
+soak: install
+	VSEARCH_FUZZ_SCALE=20 VSEARCH_FAULT_LOAD_S=30 $(BIN)/pytest tests/reliability -q
 
 eval: install
 	$(BIN)/vsearch eval

@@ -11,6 +11,7 @@ import time
 
 import grpc
 
+from server.convert import InvalidRequest
 from server.metrics import GatewayMetrics
 from server.service import status_of
 from server.settings import Settings
@@ -18,6 +19,37 @@ from server.settings import Settings
 log = logging.getLogger("vsearch.gateway")
 SERVICE_PREFIX = "/visualsearch.v1.SearchService/"
 MUTATING = {"Upsert", "Delete"}
+
+
+class Undecodable:
+    """Stands in for a request message whose bytes do not parse, so that the call is answered INVALID_ARGUMENT
+    (grpc answers a deserializer's exception with UNKNOWN)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def rejected(self) -> InvalidRequest:
+        return InvalidRequest(f"the request is not a valid protobuf message for this RPC: {self.error}"[:300])
+
+
+def lenient(deserialize):
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes):
+        try:
+            return deserialize(data)
+        except Exception as e:  # noqa: BLE001 - DecodeError and whatever else a parser raises on garbage
+            return Undecodable(e)
+
+    return parse
+
+
+async def checked(requests):
+    async for request in requests:
+        if isinstance(request, Undecodable):
+            raise request.rejected()
+        yield request
 
 
 class GatewayInterceptor(grpc.aio.ServerInterceptor):
@@ -48,7 +80,9 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
                 if not authorized:
                     code = grpc.StatusCode.UNAUTHENTICATED
                     await context.abort(code, "missing or wrong token: send metadata 'authorization: Bearer <token>'")
-                return await behavior(request, context)
+                if isinstance(request, Undecodable):
+                    raise request.rejected()
+                return await behavior(request if handler.unary_unary else checked(request), context)
             except grpc.aio.AbortError:
                 raise
             except Exception as e:  # noqa: BLE001 - mapped to a status right here
@@ -63,5 +97,5 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
                 self.metrics.latency.labels(method).observe(time.perf_counter() - start)
 
         make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
-        return make(wrapper, request_deserializer=handler.request_deserializer,
+        return make(wrapper, request_deserializer=lenient(handler.request_deserializer),
                     response_serializer=handler.response_serializer)

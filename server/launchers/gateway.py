@@ -73,8 +73,12 @@ class GatewayProcess:
 
     def health(self, timeout: float = 1.0) -> int | None:
         """The health status (health_pb2.HealthCheckResponse.*), or None when the gateway doesn't answer."""
+        cert = self.extra_env.get("VSEARCH_TLS_CERT")
         try:
-            with grpc.insecure_channel(self.address) as channel:
+            # A TLS gateway only answers over TLS: check its health with its own certificate as the root.
+            channel = (grpc.secure_channel(self.address, grpc.ssl_channel_credentials(Path(cert).read_bytes()))
+                       if cert else grpc.insecure_channel(self.address))
+            with channel:
                 stub = health_pb2_grpc.HealthStub(channel)
                 return stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout).status
         except grpc.RpcError:

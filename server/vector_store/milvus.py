@@ -40,7 +40,7 @@ from server.vector_store.base import (
     VectorStoreError,
     VectorStoreUnavailable,
 )
-from server.vector_store.filters import AnyFieldName, FilterError, build_filter
+from server.vector_store.filters import AnyFieldName, FilterError, build_filter, quote_string
 
 log = logging.getLogger(__name__)
 
@@ -438,9 +438,9 @@ class MilvusVectorStore:
         self._dim(model)
         if not ids:
             return []
-        rows = self._call("get", model, lambda c, **kw: c.get(
-            name, ids=list(dict.fromkeys(ids)), output_fields=[ID_FIELD, VECTOR_FIELD, METADATA_FIELD],
-            consistency_level=self._consistency(name), **kw))
+        rows = self._call("get", model, lambda c, **kw: c.query(
+            name, filter=self._ids_expr(list(dict.fromkeys(ids))),
+            output_fields=[ID_FIELD, VECTOR_FIELD, METADATA_FIELD], consistency_level=self._consistency(name), **kw))
         by_id = {r[ID_FIELD]: r for r in rows}
         return [Record(id=i, vector=np.asarray(by_id[i][VECTOR_FIELD], dtype=np.float32),
                        metadata=by_id[i].get(METADATA_FIELD) or {}) for i in dict.fromkeys(ids) if i in by_id]
@@ -454,15 +454,25 @@ class MilvusVectorStore:
         # Milvus counts the ids asked for, not the rows removed: look them up first.
         existing = [r.id for r in self._existing(model, name, ids)]
         if existing:
-            self._call("delete", model, lambda c, **kw: c.delete(name, ids=existing, **kw))
+            self._call("delete", model, lambda c, **kw: c.delete(name, filter=self._ids_expr(existing), **kw))
             self._strong_until[name] = time.monotonic() + _STRONG_AFTER_DELETE_S
             if self.is_lite:
                 self._call("flush", model, lambda c, **kw: c.flush(name, **kw))
         return len(existing)
 
+    @staticmethod
+    def _ids_expr(ids: list[str]) -> str:
+        """``id in [...]`` with every id escaped as a string literal. pymilvus's ``ids=`` pastes ids into the
+        expression unescaped, so an id like ``x'] or id in ['y`` would reach other rows."""
+        try:
+            return f"{ID_FIELD} in [{', '.join(quote_string(i, max_len=len(i) + 1) for i in ids)}]"
+        except FilterError as exc:
+            raise VectorStoreError(f"id not usable: {exc}") from exc
+
     def _existing(self, model: str, name: str, ids: list[str]) -> Iterator[Record]:
-        rows = self._call("get", model, lambda c, **kw: c.get(
-            name, ids=ids, output_fields=[ID_FIELD], consistency_level=self._consistency(name), **kw))
+        rows = self._call("get", model, lambda c, **kw: c.query(
+            name, filter=self._ids_expr(ids), output_fields=[ID_FIELD], consistency_level=self._consistency(name),
+            **kw))
         for r in rows:
             yield Record(id=r[ID_FIELD], vector=np.zeros(0, np.float32), metadata={})
 
