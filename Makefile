@@ -56,9 +56,10 @@ lint: install
 bench: install
 	$(BIN)/python -m benchmarks.run
 
-# Longer fault and fuzz runs than the test suite's (20x the fuzz cases, 30 s of load around each fault).
+# Longer fault, fuzz and soak runs than the test suite's (20x the fuzz cases, 30 s of load around each fault,
+# a 5-minute soak).
 soak: install
-	VSEARCH_FUZZ_SCALE=20 VSEARCH_FAULT_LOAD_S=30 $(BIN)/pytest tests/reliability -q
+	VSEARCH_FUZZ_SCALE=20 VSEARCH_FAULT_LOAD_S=30 VSEARCH_SOAK_S=300 $(BIN)/pytest tests/reliability -q -s
 
 eval: install
 	$(BIN)/vsearch eval
