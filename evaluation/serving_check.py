@@ -18,7 +18,7 @@ from rich.progress import track
 from clients.indexing import index_images
 from clients.sdk import SearchClient, search_request
 from extractors.datasets import load_fashion_mnist
-from extractors.registry import load_extractor
+from extractors.knn_report import embed_uint8
 from extractors.training import dataset_to_uint8
 from server.launchers.stack import Stack
 from server.launchers.triton import free_port
@@ -34,10 +34,7 @@ def _png(im) -> bytes:
 
 
 def offline_topk(model: str, db_x: torch.Tensor, q_x: torch.Tensor, k: int) -> np.ndarray:
-    net = load_extractor(model)
-    with torch.no_grad():
-        db = torch.cat([net(db_x[i:i + 2000]) for i in range(0, len(db_x), 2000)])
-        q = torch.cat([net(q_x[i:i + 2000]) for i in range(0, len(q_x), 2000)])
+    db, q = embed_uint8(model, db_x), embed_uint8(model, q_x)
     return (q @ db.T).topk(k, dim=1).indices.numpy()
 
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from extractors.augment import supervised_augment
+from extractors.embedding import ViTCLSEmbedding
 from extractors.schedules import cosine_scheduler
 from extractors.training import (
     FMNIST_MEAN,
@@ -66,7 +67,7 @@ def train_supervised(cfg: SupervisedConfig, out_dir: Path, resume: bool = True) 
     monitor = KnnMonitor(cfg.knn_db, cfg.knn_queries, seed=cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed + start_epoch)
     if start_epoch == 0:
-        log.write(epoch=0, wall_s=0.0, knn20=monitor(_embedder(model)), loss=None)
+        log.write(epoch=0, wall_s=0.0, knn20=monitor(ViTCLSEmbedding(model)), loss=None)
 
     record: dict = {}
     with progress_bar() as bar:
@@ -99,7 +100,7 @@ def train_supervised(cfg: SupervisedConfig, out_dir: Path, resume: bool = True) 
             record = dict(epoch=epoch + 1, wall_s=round(clock.elapsed(), 1), loss=sum(losses) / len(losses),
                           train_acc=correct / max(seen, 1), lr=float(lr_schedule[it]))
             if (epoch + 1) % cfg.knn_every == 0 or epoch + 1 == cfg.epochs or stop:
-                record["knn20"] = monitor(_embedder(model))
+                record["knn20"] = monitor(ViTCLSEmbedding(model))
             log.write(**record)
             save_atomic(dict(model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch + 1,
                              elapsed_s=clock.elapsed(), config=cfg.model_dump()), ckpt_path)
@@ -107,18 +108,3 @@ def train_supervised(cfg: SupervisedConfig, out_dir: Path, resume: bool = True) 
             if stop:
                 break
     return record
-
-
-class _CLSEmbedding(torch.nn.Module):
-    """The backbone's CLS embedding, skipping the classification head (what retrieval uses)."""
-
-    def __init__(self, vit) -> None:
-        super().__init__()
-        self.vit = vit
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.vit.forward_features(x)[:, 0]
-
-
-def _embedder(model) -> torch.nn.Module:
-    return _CLSEmbedding(model)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 
+from server.vector_store.filters import FIELD_NAME
 from visualsearch.v1 import search_pb2 as pb
 
-FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 RESERVED_FIELDS = {"id", "vector"}
 OPS = {pb.FILTER_OP_EQ: "==", pb.FILTER_OP_NE: "!=", pb.FILTER_OP_LT: "<", pb.FILTER_OP_LE: "<=",
        pb.FILTER_OP_GT: ">", pb.FILTER_OP_GE: ">=", pb.FILTER_OP_IN: "in"}

@@ -46,6 +46,8 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
+from server.launchers.ports import free_port
+
 log = logging.getLogger(__name__)
 
 COMPONENTS = ("rootCoord", "proxy", "queryCoord", "queryNode", "indexNode", "dataCoord", "dataNode")
@@ -63,18 +65,6 @@ FORCE_STOP_S = 15  # Milvus forces its own exit after this, seconds
 # failed to wait tsafe"). Measured: 12-15 s of that after a restart with 15 s; 0-3 s with 10 s (they expire while
 # the new process starts). Shorter would risk a live session expiring on a starved machine.
 SESSION_TTL_S = 10
-
-
-def free_port(host: str = "127.0.0.1", exclude: set[int] | None = None) -> int:
-    """A TCP port that nothing listens on now (the kernel's choice), not in ``exclude``."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, 0))
-            port = sock.getsockname()[1]
-        if not exclude or port not in exclude:
-            return port
-    raise RuntimeError("no free port found")
 
 
 def _port_is_free(port: int, host: str = "127.0.0.1") -> bool:

@@ -12,7 +12,6 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -23,6 +22,7 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
+from server.launchers.ports import free_port
 from server.settings import Settings
 
 SHM_DIR = Path("/dev/shm")
@@ -99,13 +99,6 @@ def triton_environment() -> dict[str, str]:
     # The stub finds its Python (and so the venv's site-packages) through PATH; PYTHONPATH alone is not enough.
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
     return env
-
-
-def free_port() -> int:
-    """A TCP port free on the loopback interface right now (the OS picks it; another process may take it later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _distinct_free_ports(wanted: list[int | None]) -> list[int]:

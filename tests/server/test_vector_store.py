@@ -308,7 +308,7 @@ def test_model_names_are_sanitised(fresh: StoreUnderTest):
 
 # -- availability ----------------------------------------------------------------------------------------------
 def test_unreachable_server_is_unavailable():
-    from server.launchers.milvus import free_port
+    from server.launchers.ports import free_port
 
     store = open_store(f"http://127.0.0.1:{free_port()}", Settings(), timeout_s=2)
     try:
