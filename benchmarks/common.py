@@ -1,4 +1,14 @@
-"""Shared benchmark plumbing: timing loops, percentiles, results files, machine description."""
+"""Shared benchmark plumbing: timing loops, percentiles, results files, machine description.
+
+Every benchmark module ``benchmarks/<name>.py`` has the same shape, so ``make bench`` can run them all and build
+BENCHMARKS.md from their results:
+
+- ``run(quick: bool = False) -> dict``: measures, prints a rich table, writes ``results/<name>.json`` with
+  ``write_result`` and returns the payload. ``quick`` is a bounded smoke run (well under a minute) for the tests.
+- ``markdown(result: dict) -> str``: the module's BENCHMARKS.md section (``## ...`` heading, how it was measured,
+  tables), every sentence derived from ``result``.
+- ``targets(result: dict) -> list[Target]``: the issue's targets this module measures, with the measured value.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +17,23 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).parent / "results"
+# Tests point this at a temporary folder so quick runs never overwrite the committed figures.
+RESULTS = Path(os.environ.get("VSEARCH_BENCH_RESULTS", Path(__file__).parent / "results"))
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of the performance issue: ``met`` is computed from ``measured``, never typed in."""
+    name: str
+    target: str
+    measured: str
+    met: bool
 
 
 def machine() -> dict:
@@ -63,3 +84,8 @@ def write_result(name: str, payload: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
     return path
+
+
+def read_result(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
