@@ -11,7 +11,7 @@ NODE_STAMP := $(NODE_DIR)/node_modules/.package-lock.json
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo test lint bench train eval eval-quick soak clean
+.PHONY: install demo test lint bench bench-quick train eval eval-quick soak clean
 
 install: $(STAMP) $(FMNIST) $(STUBS) $(NODE_STAMP)
 
@@ -53,8 +53,13 @@ lint: install
 	$(BIN)/ruff check .
 	$(NODE_DIR)/node_modules/.bin/buf lint proto
 
+# Every benchmark in full, then BENCHMARKS.md from benchmarks/results/*.json (one: `python -m benchmarks.run --only NAME`).
 bench: install
 	$(BIN)/python -m benchmarks.run
+
+# Bounded smoke runs: results and report in build/bench-quick/, never the committed figures.
+bench-quick: install
+	$(BIN)/python -m benchmarks.run --quick
 
 # Longer fault, fuzz and soak runs than the test suite's (20x the fuzz cases, 30 s of load around each fault,
 # a 5-minute soak).

@@ -25,8 +25,11 @@ class ImageRejected(ValueError):
         self.too_large = too_large
 
 
-def decode_image(data: bytes, size: int, max_bytes: int, max_pixels: int) -> np.ndarray:
-    """Bytes of any common format -> uint8 [3, size, size] RGB (EXIF orientation applied, then resized)."""
+_CORRUPT = (OSError, ValueError, SyntaxError, EOFError, MemoryError, IndexError, TypeError, ZeroDivisionError)
+
+
+def open_image(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
+    """Reads only the header and applies the limits: cheap whatever the image, so it runs on the event loop."""
     if not data:
         raise ImageRejected("image is empty: send the encoded bytes of a JPEG, PNG, WebP, GIF, BMP or TIFF file")
     if len(data) > max_bytes:
@@ -35,24 +38,39 @@ def decode_image(data: bytes, size: int, max_bytes: int, max_pixels: int) -> np.
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
-            if im.format not in ALLOWED_FORMATS:
-                raise ImageRejected(f"unsupported image format {im.format}; use JPEG, PNG, WebP, GIF, BMP or TIFF")
-            w, h = im.size
-            if w < 1 or h < 1:
-                raise ImageRejected(f"image has no pixels ({w}x{h})")
-            if w * h > max_pixels:
-                raise ImageRejected(f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}", too_large=True)
-            if im.format == "JPEG":
-                im.draft("RGB", (size, size))  # decode at the smallest 1/2^k scale still >= size
-            im.load()
-            rgb = to_rgb(im).resize((size, size), Image.Resampling.BILINEAR)
-    except ImageRejected:
-        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageRejected(f"image is too large to decode: {e}", too_large=True) from None
     except UnidentifiedImageError:
         raise ImageRejected("bytes are not an image in a known format (JPEG, PNG, WebP, GIF, BMP, TIFF)") from None
-    except (OSError, ValueError, SyntaxError, EOFError, MemoryError, IndexError, TypeError, ZeroDivisionError) as e:
+    except _CORRUPT as e:
+        raise ImageRejected(f"image is corrupt or truncated: {type(e).__name__}: {e}") from None
+    if im.format not in ALLOWED_FORMATS:
+        raise ImageRejected(f"unsupported image format {im.format}; use JPEG, PNG, WebP, GIF, BMP or TIFF")
+    w, h = im.size
+    if w < 1 or h < 1:
+        raise ImageRejected(f"image has no pixels ({w}x{h})")
+    if w * h > max_pixels:
+        raise ImageRejected(f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}", too_large=True)
+    return im
+
+
+def to_model_input(im: Image.Image, size: int) -> np.ndarray:
+    """An opened (header-checked) image -> uint8 [3, size, size] RGB: EXIF orientation applied, then resized."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if im.format == "JPEG":
+                im.draft("RGB", (size, size))  # decode at the smallest 1/2^k scale still >= size
+            im.load()
+            rgb = to_rgb(im).resize((size, size), Image.Resampling.BILINEAR)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageRejected(f"image is too large to decode: {e}", too_large=True) from None
+    except _CORRUPT as e:
         # Truncated and corrupt files surface as any of these from Pillow's plugins.
         raise ImageRejected(f"image is corrupt or truncated: {type(e).__name__}: {e}") from None
     return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
+
+
+def decode_image(data: bytes, size: int, max_bytes: int, max_pixels: int) -> np.ndarray:
+    """Bytes of any common format -> uint8 [3, size, size] RGB (EXIF orientation applied, then resized)."""
+    return to_model_input(open_image(data, max_bytes, max_pixels), size)

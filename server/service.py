@@ -6,10 +6,12 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import grpc
 import numpy as np
 
+from server.batching import Coalescer
 from server.convert import (
     OPS,
     InvalidRequest,
@@ -20,7 +22,7 @@ from server.convert import (
     vector_from_proto,
 )
 from server.embedder import Embedder, EmbedderError, EmbedderUnavailable, ModelDescription
-from server.imaging import ImageRejected, decode_image
+from server.imaging import ImageRejected, open_image, to_model_input
 from server.metrics import GatewayMetrics
 from server.settings import Settings
 from server.vector_store import FilterClause, VectorStore, VectorStoreError, VectorStoreUnavailable
@@ -30,6 +32,15 @@ from visualsearch.v1 import search_pb2_grpc
 log = logging.getLogger("vsearch.gateway")
 DEFAULT_TOP_K = 10
 UPSERT_CHUNK = 64  # items embedded and written together; bounds memory on long streams
+
+
+@dataclass(frozen=True)
+class Query:
+    """One search waiting for its batch: pixels to embed, or a vector already."""
+    pixels: np.ndarray | None
+    vector: np.ndarray | None
+    top_k: int
+    filters: list[FilterClause]
 
 
 class RpcError(Exception):
@@ -65,6 +76,12 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         self.metrics = metrics
         self._models: dict[str, ModelDescription] = {}
         self._collections: set[str] = set()
+        # Concurrent searches of one model with the same filters share their backend calls: one Triton call
+        # embeds their images, one Milvus search (nq = batch) finds their neighbours (see server/batching.py).
+        self._queries = Coalescer(self._run_queries, settings.coalesce_max_batch, settings.coalesce_max_in_flight)
+        self._unflushed: dict[str, int] = {}  # model -> rows written since our last flush
+        self._flush_timers: dict[str, asyncio.TimerHandle] = {}
+        self._background: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------------------------------------ helpers
     async def model(self, name: str) -> ModelDescription:
@@ -94,7 +111,29 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
 
     async def _decode(self, data: bytes, size: int) -> np.ndarray:
         s = self.settings
-        return await asyncio.to_thread(decode_image, data, size, s.max_image_bytes, s.max_image_pixels)
+        im = open_image(data, s.max_image_bytes, s.max_image_pixels)  # header only: limits before any pixel
+        if im.width * im.height <= s.inline_decode_max_pixels:
+            return to_model_input(im, size)
+        return await asyncio.to_thread(to_model_input, im, size)
+
+    async def _run_queries(self, key: tuple, queries: list[Query]) -> list[tuple[list, float, float]]:
+        """One batch: embeds the queries that came as pixels in one Triton call, then searches all of them in one
+        Milvus call. Returns per query its hits (cut to its own top_k) and the batch's embed and search times."""
+        name, _, fields = key
+        model = self._models[name]
+        t0 = time.perf_counter()
+        vectors = [q.vector for q in queries]
+        with_pixels = [i for i, q in enumerate(queries) if q.pixels is not None]
+        if with_pixels:
+            embedded = await self._embed(model, np.stack([queries[i].pixels for i in with_pixels]))
+            for j, i in enumerate(with_pixels):
+                vectors[i] = embedded[j]
+        t1 = time.perf_counter()
+        hits = await self._store(self.store.search, name, np.stack(vectors).astype(np.float32, copy=False),
+                                 max(q.top_k for q in queries), queries[0].filters or None,
+                                 list(fields) if fields is not None else None)
+        embed_ms, search_ms = (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
+        return [(h[:q.top_k], embed_ms, search_ms) for h, q in zip(hits, queries, strict=True)]
 
     async def _embed(self, model: ModelDescription, pixels: np.ndarray) -> np.ndarray:
         try:
@@ -124,23 +163,23 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             out.append(FilterClause(c.field, OPS[c.op], value))
         return out
 
-    async def _query_vector(self, req: pb.SearchRequest, model: ModelDescription, t: dict) -> np.ndarray:
+    async def _query_input(self, req: pb.SearchRequest, model: ModelDescription,
+                           t: dict) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(pixels, None) for an image query, (None, vector) for a vector or a stored id."""
         kind = req.WhichOneof("query")
         if kind == "image":
             t0 = time.perf_counter()
             pixels = await self._decode(req.image, model.input_size)
-            t1 = time.perf_counter()
-            vec = (await self._embed(model, pixels[None]))[0]
-            t["decode_ms"], t["embed_ms"] = (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
-            return vec
+            t["decode_ms"] = (time.perf_counter() - t0) * 1e3
+            return pixels, None
         if kind == "vector":
-            return vector_from_proto(req.vector, model.dim)
+            return None, vector_from_proto(req.vector, model.dim)
         if kind == "id":
             check_id(req.id, self.settings.max_id_length)
             records = await self._store(self.store.get, model.name, [req.id])
             if not records:
                 raise RpcError(grpc.StatusCode.NOT_FOUND, f"no item with id {req.id[:100]!r} in model {model.name}")
-            return np.asarray(records[0].vector, dtype=np.float32)
+            return None, np.asarray(records[0].vector, dtype=np.float32)
         raise InvalidRequest("set one query: image (encoded bytes), vector, or id")
 
     async def _search_one(self, req: pb.SearchRequest, vector: np.ndarray | None = None,
@@ -151,13 +190,19 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         model = await self.model(req.model)
         top_k = self._top_k(req.top_k)
         filters = self._filters(req.filters)
+        pixels = None
         if vector is None:
-            vector = await self._query_vector(req, model, t)
+            pixels, vector = await self._query_input(req, model, t)
         await self._ensure_collection(model)
         t0 = time.perf_counter()
-        (hits,) = await self._store(self.store.search, model.name, vector[None].astype(np.float32), top_k,
-                                    filters or None, list(req.output_fields) or None)
-        t["search_ms"] = (time.perf_counter() - t0) * 1e3
+        key = (model.name, repr(filters), tuple(req.output_fields) or None)
+        hits, _, search_ms = await self._queries.submit(key, Query(pixels, vector, top_k, filters))
+        # Waiting for a batch to form counts as embedding (image queries) or as search (vectors and ids).
+        waited = (time.perf_counter() - t0) * 1e3
+        if pixels is not None:
+            t["embed_ms"], t["search_ms"] = waited - search_ms, search_ms
+        else:
+            t["search_ms"] = waited
         t["total_ms"] = (time.perf_counter() - start) * 1e3
         if precomputed:
             t["total_ms"] += t.get("decode_ms", 0.0) + t.get("embed_ms", 0.0)
@@ -216,6 +261,32 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             upserted += await self._upsert_chunk(chunk, errors)
         return pb.UpsertResponse(received=received, upserted=upserted, errors=errors)
 
+    def _wrote(self, name: str, rows: int) -> None:
+        """Milvus keeps fresh rows in growing segments, searched by brute force (70k rows: ~5 ms of CPU per query)
+        until a segment fills (512 MB) or idles for minutes. After a bulk write (``flush_min_rows`` rows, then no
+        write for ``flush_idle_s``) the collection is flushed once, so Milvus seals the rows and builds the HNSW
+        index in the background; flushing every stream instead would leave many small segments to search."""
+        self._unflushed[name] = self._unflushed.get(name, 0) + rows
+        if (timer := self._flush_timers.pop(name, None)) is not None:
+            timer.cancel()
+        if self._unflushed[name] >= self.settings.flush_min_rows:
+            self._flush_timers[name] = asyncio.get_running_loop().call_later(
+                self.settings.flush_idle_s, self._start_flush, name)
+
+    def _start_flush(self, name: str) -> None:
+        self._flush_timers.pop(name, None)
+        self._unflushed[name] = 0
+        task = asyncio.create_task(self._flush(name))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _flush(self, name: str) -> None:
+        try:
+            await self._store(self.store.flush, name)
+            log.info("flushed %s after a bulk write", name)
+        except Exception as e:  # noqa: BLE001 - a failed flush loses nothing: Milvus seals the rows later itself
+            log.warning("flush of %s failed (Milvus will seal the rows later): %s", name, e)
+
     async def _upsert_chunk(self, chunk: list[pb.UpsertRequest], errors: list[pb.ItemError]) -> int:
         """Validates, decodes and embeds per item (a bad item is reported, not fatal); then one write per model.
         A backend outage is fatal to the call (UNAVAILABLE): upserts are idempotent, so the client resends."""
@@ -259,6 +330,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                     vectors[i] = latest[k][1]
             await self._ensure_collection(model)
             await self._store(self.store.upsert, name, ids, vectors, [latest[k][2] for k in ids])
+            self._wrote(name, len(ids))
             self.metrics.upserted.labels(name).inc(len(ids))
             written += len(items)
         return written

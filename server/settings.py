@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     hnsw_m: int = 16
     hnsw_ef_construction: int = 200
     hnsw_ef: int = 64
+    flush_min_rows: int = Field(1000, description="a collection that got at least this many rows and then no "
+                                "write for flush_idle_s is flushed, so Milvus seals and indexes them (growing segments "
+                                "are searched by brute force)")
+    flush_idle_s: float = 2.0
 
     # Gateway
     host: str = "127.0.0.1"
@@ -50,6 +54,10 @@ class Settings(BaseSettings):
     tls_key: Path | None = None
     filter_fields: list[str] = Field(default=["label", "class_name", "source", "split", "category", "tag"],
                                      description="metadata fields clients may filter on")
+    coalesce_max_batch: int = Field(64, description="most concurrent queries embedded / searched in one backend call")
+    coalesce_max_in_flight: int = Field(1, description="backend calls per model in flight before queries queue")
+    inline_decode_max_pixels: int = Field(256 * 256, description="images up to this size are decoded on the event "
+                                          "loop (a thread hop costs more than decoding them); larger in threads")
     health_interval_s: float = 1.0
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"

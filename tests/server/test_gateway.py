@@ -91,6 +91,58 @@ def test_search_by_id_and_by_vector_agree_with_search_by_image(gateway, indexed)
     np.testing.assert_allclose([h.score for h in by_id.hits], [h.score for h in by_image.hits], atol=1e-4)
 
 
+def test_concurrent_searches_share_backend_calls_and_get_the_same_answers(gateway, indexed, triton):
+    """32 searches at once are coalesced into a few Triton and Milvus calls; each still gets its own answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import tritonclient.grpc as tclient
+
+    stub = gateway.stub()
+    queries = [fmnist_png(i) for i in range(32)]
+    alone = [[h.id for h in search(stub, model=VIT_MODEL, image=q, top_k=5 + i % 3).hits]
+             for i, q in enumerate(queries)]
+    with tclient.InferenceServerClient(triton.grpc_url) as tc:
+        def counts():
+            stats = tc.get_inference_statistics(VIT_MODEL, as_json=True)["model_stats"][0]
+            return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
+
+        before = counts()
+        with ThreadPoolExecutor(32) as pool:
+            together = list(pool.map(lambda iq: [h.id for h in search(stub, model=VIT_MODEL, image=iq[1],
+                                                                      top_k=5 + iq[0] % 3).hits],
+                                     enumerate(queries)))
+        inferences, executions = (a - b for a, b in zip(counts(), before, strict=True))
+    assert together == alone  # each got its own top_k, in its own order
+    assert inferences == 32 and executions < 32
+
+
+def test_a_bulk_write_is_flushed_so_milvus_seals_it(gateway, indexed, milvus_server):
+    """After FLUSH_MIN_ROWS rows and a quiet second the gateway flushes: the rows leave the growing segment
+    (searched by brute force) for a sealed one, which Milvus indexes (HNSW) once it holds >= 1,024 rows
+    (indexCoord.segment.minSegmentNumRowsToEnableIndex; these 300 are below that, so sealed is what is checked)."""
+    import time
+    import warnings
+
+    from pymilvus import connections, utility
+
+    from server.vector_store.milvus import collection_name
+
+    connections.connect(alias="flush-test", uri=milvus_server.uri)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                segments = utility.get_query_segment_info(collection_name(VIT_MODEL), using="flush-test")
+            sealed = sum(s.num_rows for s in segments if s.state == 3)  # 3 = Sealed
+            if sealed >= N_FMNIST or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+    finally:
+        connections.disconnect("flush-test")
+    assert sealed >= N_FMNIST, [(s.num_rows, s.state, s.index_name) for s in segments]
+
+
 def test_filters_restrict_the_results(gateway, indexed):
     stub = gateway.stub()
     eq = search(stub, model=VIT_MODEL, image=fmnist_png(0), top_k=20,
