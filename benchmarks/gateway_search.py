@@ -261,7 +261,8 @@ def wait_indexed(milvus_uri: str, model: str, timeout_s: float = 300) -> float:
             warnings.simplefilter("ignore")
             while time.perf_counter() - t0 < timeout_s:
                 segments = utility.get_query_segment_info(collection_name(model), using=alias)
-                if segments and all(s.index_name and s.state == 3 for s in segments):  # 3 = Sealed
+                # 3 = Sealed; Milvus indexes sealed segments of >= 1,024 rows (smaller ones are brute-forced)
+                if segments and all(s.state == 3 and (s.index_name or s.num_rows < 1024) for s in segments):
                     return time.perf_counter() - t0
                 time.sleep(1.0)
     finally:
