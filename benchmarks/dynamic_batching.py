@@ -1,0 +1,287 @@
+"""Dynamic batching in Triton: throughput and latency of single-image requests vs client concurrency, for several
+``max_queue_delay_microseconds`` values, and the delay to use by default.
+
+The Fashion-MNIST ViT is exported once (cpu target: python backend running ONNX Runtime) and copied into one
+repository under one name per delay (only ``name`` and ``max_queue_delay_microseconds`` differ in the copies'
+``config.pbtxt``; max batch size and preferred batch sizes are the Settings defaults), so one ``tritonserver``
+serves them all and only the copy being measured is busy. The load generator is one asyncio process
+(``tritonclient.grpc.aio``, one channel): ``concurrency`` tasks each send one 1x3x28x28 uint8 image, wait for its
+embedding, and send the next. Rows are measured concurrency by concurrency, all delays in turn, so rows that are
+compared with each other are measured close together in time. Triton's own statistics, read before and after each
+row, give the mean batch it ran (inferences / executions) and its mean queue and compute time per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as aioclient
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from benchmarks.common import Target, write_result
+from export.onnx_export import EMBEDDING_OUTPUT, INPUT_NAME
+from export.parity import real_images
+from export.repository import export_repository
+from server.launchers.triton import TritonServer
+from server.settings import Settings
+
+console = Console()
+NAME = "dynamic_batching"
+MODEL = "dino_vit_femto_p7_fmnist"
+DELAYS_US = (0, 100, 500, 2000, 5000)
+CONCURRENCIES = (1, 4, 16, 64)
+QUICK_DELAYS_US = (0, 500)
+QUICK_CONCURRENCIES = (1, 16)
+HEADLINE_CONCURRENCY = 16
+TARGET_SPEEDUP = 2.0
+# The rule that picks the default delay from the curve (see choose_delay): a lone caller gains nothing from waiting for
+# a batch, so the delay may cost it at most C1_P50_SLACK_MS of p50; among the delays within that, the one that serves
+# most under load (geometric mean of the throughputs at every concurrency above 1), the smaller delay when within
+# THROUGHPUT_TOLERANCE of that best.
+C1_P50_SLACK_MS = 1.0
+THROUGHPUT_TOLERANCE = 0.05
+RULE = (f"among the delays whose concurrency-1 p50 is at most {C1_P50_SLACK_MS:g} ms above the smallest delay's, "
+        "the smallest whose loaded throughput (geometric mean of inferences/s over the concurrencies above 1) is "
+        f"within {THROUGHPUT_TOLERANCE:.0%} of the best of them")
+
+
+def variant(delay_us: int) -> str:
+    return f"{MODEL}_delay{delay_us}us"
+
+
+def build_repository(repo: Path, delays: tuple[int, ...], settings: Settings) -> dict:
+    """``repo/<MODEL>_delay<N>us/`` for every delay: one export, copied, each config renamed and given its delay."""
+    base = repo.parent / "export"
+    export_repository([MODEL], base, target="cpu", settings=settings, parity=False)
+    text = (base / MODEL / "config.pbtxt").read_text()
+    for d in delays:
+        shutil.copytree(base / MODEL, repo / variant(d))
+        config = re.sub(r'^name: ".*"$', f'name: "{variant(d)}"', text, count=1, flags=re.M)
+        config, n = re.subn(r"max_queue_delay_microseconds: \d+", f"max_queue_delay_microseconds: {d}", config)
+        if n != 1:
+            raise RuntimeError(f"no max_queue_delay_microseconds in the exported config:\n{text}")
+        (repo / variant(d) / "config.pbtxt").write_text(config)
+    return {"max_batch_size": settings.triton_max_batch_size,
+            "preferred_batch_sizes": [b for b in settings.triton_preferred_batch_sizes
+                                      if b <= settings.triton_max_batch_size],
+            "instance_count": settings.triton_instance_count}
+
+
+def _stats(client: grpcclient.InferenceServerClient, model: str) -> dict[str, int]:
+    s = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    inf = s.get("inference_stats", {})
+    return {"inferences": int(s.get("inference_count", 0)), "executions": int(s.get("execution_count", 0)),
+            "requests": int(inf.get("success", {}).get("count", 0)),
+            "queue_ns": int(inf.get("queue", {}).get("ns", 0)),
+            "compute_ns": sum(int(inf.get(k, {}).get("ns", 0)) for k in
+                              ("compute_input", "compute_infer", "compute_output"))}
+
+
+def _settled_stats(client: grpcclient.InferenceServerClient, model: str, timeout_s: float = 2.0) -> dict[str, int]:
+    """Statistics once they stop changing: Triton counts an execution after its responses are on their way, so the
+    last responses of a row can reach the client before they are counted."""
+    stats = _stats(client, model)
+    deadline = time.perf_counter() + timeout_s
+    while time.perf_counter() < deadline:
+        time.sleep(0.05)
+        again = _stats(client, model)
+        if again == stats:
+            break
+        stats = again
+    return stats
+
+
+async def _drive(url: str, model: str, images: np.ndarray, concurrency: int, seconds: float) -> tuple[list, int, float]:
+    """``concurrency`` tasks sending one image each, back to back, for ``seconds``: latencies (ms), errors, elapsed."""
+    client = aioclient.InferenceServerClient(url)
+    wanted = [aioclient.InferRequestedOutput(EMBEDDING_OUTPUT)]
+    latencies: list[float] = []
+    errors = [0]
+    stop = time.perf_counter() + seconds
+
+    async def worker(w: int) -> None:
+        i = w
+        while time.perf_counter() < stop:
+            x = images[i % len(images)][None]
+            inp = aioclient.InferInput(INPUT_NAME, list(x.shape), "UINT8")
+            inp.set_data_from_numpy(x)
+            t0 = time.perf_counter()
+            try:
+                await client.infer(model, [inp], outputs=wanted, client_timeout=30)
+                latencies.append((time.perf_counter() - t0) * 1e3)
+            except Exception:  # noqa: BLE001 - counted and reported; a benchmark run must finish
+                errors[0] += 1
+            i += concurrency
+
+    t0 = time.perf_counter()
+    try:
+        await asyncio.gather(*[worker(w) for w in range(concurrency)])
+    finally:
+        await client.close()
+    return latencies, errors[0], time.perf_counter() - t0
+
+
+def measure(url: str, model: str, images: np.ndarray, concurrency: int, seconds: float, warmup_s: float) -> dict:
+    asyncio.run(_drive(url, model, images, concurrency, warmup_s))
+    with grpcclient.InferenceServerClient(url) as client:
+        before = _settled_stats(client, model)
+        latencies, errors, elapsed = asyncio.run(_drive(url, model, images, concurrency, seconds))
+        after = _settled_stats(client, model)
+    d = {k: after[k] - before[k] for k in after}
+    a = np.asarray(latencies) if latencies else np.asarray([np.nan])
+    return {"concurrency": concurrency, "requests": len(latencies), "errors": errors, "seconds": round(elapsed, 2),
+            "inferences_per_s": round(len(latencies) / elapsed, 1),
+            "p50_ms": round(float(np.percentile(a, 50)), 3), "p99_ms": round(float(np.percentile(a, 99)), 3),
+            "triton_inferences": d["inferences"], "triton_executions": d["executions"],
+            "mean_batch": round(d["inferences"] / d["executions"], 2) if d["executions"] else None,
+            "queue_ms_per_request": round(d["queue_ns"] / d["requests"] / 1e6, 3) if d["requests"] else None,
+            "compute_ms_per_request": round(d["compute_ns"] / d["requests"] / 1e6, 3) if d["requests"] else None}
+
+
+def _row(result: dict, delay: int, concurrency: int) -> dict | None:
+    return next((r for r in result["curve"].get(str(delay), []) if r["concurrency"] == concurrency), None)
+
+
+def choose_delay(result: dict) -> dict:
+    """Applies ``RULE`` to the measured curve (``result["curve"]``): the recommendation is derived from the rows, so
+    it is recomputed whenever the results are read."""
+    delays = sorted(int(d) for d in result["curve"])
+    c1 = {d: _row(result, d, 1) for d in delays}
+    base = c1[delays[0]]["p50_ms"]
+    within = [d for d in delays if c1[d] and c1[d]["p50_ms"] <= base + C1_P50_SLACK_MS]
+    loaded = {}
+    for d in within:
+        rows = [r for r in result["curve"][str(d)] if r["concurrency"] > 1] or result["curve"][str(d)]
+        loaded[d] = float(np.exp(np.mean([np.log(max(r["inferences_per_s"], 1e-9)) for r in rows])))
+    best = max(loaded.values())
+    eligible = [d for d in within if loaded[d] >= (1 - THROUGHPUT_TOLERANCE) * best]
+    return {"delay_us": min(eligible), "rule": RULE, "latency_ok": within, "eligible": eligible,
+            "loaded_inferences_per_s": {str(d): round(v, 1) for d, v in loaded.items()}}
+
+
+def run(quick: bool = False, delays: tuple[int, ...] | None = None, concurrencies: tuple[int, ...] | None = None,
+        seconds: float | None = None) -> dict:
+    delays = tuple(sorted(delays or (QUICK_DELAYS_US if quick else DELAYS_US)))
+    concurrencies = tuple(sorted(concurrencies or (QUICK_CONCURRENCIES if quick else CONCURRENCIES)))
+    seconds = seconds or (1.5 if quick else 4.0)
+    warmup_s = 0.3 if quick else 1.0
+    settings = Settings()
+    images = real_images(28, 256)
+    result: dict = {"quick": quick, "model": MODEL, "delays_us": list(delays), "concurrencies": list(concurrencies),
+                    "seconds_per_row": seconds, "warmup_s": warmup_s,
+                    "curve": {str(d): [] for d in delays}}
+    result["loadavg_1m"] = {"start": round(os.getloadavg()[0], 2)}
+    t_start = time.perf_counter()
+    progress = Progress(TextColumn("{task.description:<50}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TimeElapsedColumn(), console=console)
+    with progress, tempfile.TemporaryDirectory() as tmp:
+        task = progress.add_task("export and copy the repository", total=1 + len(delays) * len(concurrencies))
+        repo = Path(tmp) / "repo"
+        repo.mkdir()
+        result["config"] = build_repository(repo, delays, settings)
+        progress.update(task, description="starting tritonserver")
+        with TritonServer(repo) as triton:
+            progress.advance(task)
+            for c in concurrencies:
+                for d in delays:
+                    progress.update(task, description=f"delay {d} us, concurrency {c}")
+                    row = measure(triton.grpc_url, variant(d), images, c, seconds, warmup_s)
+                    result["curve"][str(d)].append(row)
+                    progress.advance(task)
+    for rows in result["curve"].values():
+        rows.sort(key=lambda r: r["concurrency"])
+    result["seconds"] = round(time.perf_counter() - t_start, 1)
+    result["loadavg_1m"]["end"] = round(os.getloadavg()[0], 2)
+    if 1 in concurrencies:
+        result["recommended"] = choose_delay(result)
+    _print(result)
+    console.print(f"written to {write_result(NAME, result)}")
+    return result
+
+
+def _print(result: dict) -> None:
+    table = Table(title=f"dynamic batching, {result['model']}, single-image requests")
+    for col in ("delay us", "conc.", "inf/s", "p50 ms", "p99 ms", "mean batch", "queue ms", "compute ms", "errors"):
+        table.add_column(col, justify="right")
+    for d, rows in result["curve"].items():
+        for r in rows:
+            table.add_row(d, str(r["concurrency"]), f"{r['inferences_per_s']:.0f}", f"{r['p50_ms']:.2f}",
+                          f"{r['p99_ms']:.2f}", str(r["mean_batch"]), str(r["queue_ms_per_request"]),
+                          str(r["compute_ms_per_request"]), str(r["errors"]))
+    console.print(table)
+    if "recommended" in result:
+        console.print(f"recommended max_queue_delay_microseconds: {choose_delay(result)['delay_us']} ({RULE})")
+    for t in targets(result):
+        console.print(f"{'[green]met' if t.met else '[red]missed'}[/]: {t.name}: {t.measured} (target {t.target})")
+
+
+def targets(result: dict) -> list[Target]:
+    if 1 not in result["concurrencies"] or HEADLINE_CONCURRENCY not in result["concurrencies"]:
+        return []
+    rec = choose_delay(result)
+    d = rec["delay_us"]
+    c1, c16 = _row(result, d, 1), _row(result, d, HEADLINE_CONCURRENCY)
+    speedup = c16["inferences_per_s"] / c1["inferences_per_s"]
+    return [Target(f"Triton throughput at concurrency {HEADLINE_CONCURRENCY} vs 1 ({result['model']}, "
+                   f"max_queue_delay {d} us)", f">= {TARGET_SPEEDUP:g}x",
+                   f"{speedup:.2f}x ({c16['inferences_per_s']:.0f} vs {c1['inferences_per_s']:.0f} inferences/s, "
+                   f"mean batch {c16['mean_batch']})", speedup >= TARGET_SPEEDUP)]
+
+
+def markdown(result: dict) -> str:
+    cfg = result["config"]
+    lines = [
+        "## Dynamic batching in Triton (`benchmarks/dynamic_batching.py`)",
+        "",
+        f"{result['model']} (28x28) served by `tritonserver` (python backend, ONNX Runtime), max batch size "
+        f"{cfg['max_batch_size']}, preferred batch sizes {cfg['preferred_batch_sizes']}, {cfg['instance_count']} "
+        f"instance; one copy of the model per `max_queue_delay_microseconds` value in one server. Load: one asyncio "
+        "process (`tritonclient.grpc.aio`), each task sending one uint8 image at a time, "
+        f"{result['seconds_per_row']:g} s per row after {result['warmup_s']:g} s of warm-up. Mean batch = Triton's "
+        "inference count / execution count over the row; queue and compute are Triton's own per-request means."
+        + (f" 1-minute load average {result['loadavg_1m']['start']} at the start, {result['loadavg_1m']['end']} at "
+           "the end (other jobs share this machine)." if "loadavg_1m" in result else ""),
+        "",
+        "| max queue delay | concurrency | inferences/s | p50 | p99 | mean batch | queue | compute | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for d, rows in result["curve"].items():
+        for r in rows:
+            lines.append(f"| {d} us | {r['concurrency']} | {r['inferences_per_s']:.0f} | {r['p50_ms']:.2f} ms | "
+                         f"{r['p99_ms']:.2f} ms | {r['mean_batch']} | {r['queue_ms_per_request']} ms | "
+                         f"{r['compute_ms_per_request']} ms | {r['errors']} |")
+    rec = choose_delay(result) if 1 in result["concurrencies"] else None
+    if rec:
+        lines += ["", f"Recommended default: **max_queue_delay_microseconds = {rec['delay_us']}**, by the rule: "
+                  f"{rec['rule']}. Within the concurrency-1 latency allowance: "
+                  + ", ".join(f"{d} us ({rec['loaded_inferences_per_s'][str(d)]:.0f} inferences/s loaded)"
+                              for d in rec["latency_ok"])
+                  + f"; within {THROUGHPUT_TOLERANCE:.0%} of the best of them: "
+                  + ", ".join(f"{d} us" for d in rec["eligible"]) + "."]
+    verdicts = targets(result)
+    if verdicts:
+        lines += ["", "Targets:", ""]
+        lines += [f"- {t.name}: {t.target}, measured {t.measured}: **{'met' if t.met else 'missed'}**"
+                  for t in verdicts]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="two delays, concurrency 1 and 16, short rows (smoke run)")
+    p.add_argument("--delays", type=int, nargs="+", help=f"max_queue_delay_microseconds values (default {DELAYS_US})")
+    p.add_argument("--concurrency", type=int, nargs="+", help=f"default {CONCURRENCIES}")
+    p.add_argument("--seconds", type=float, help="seconds per row")
+    a = p.parse_args()
+    run(a.quick, tuple(a.delays) if a.delays else None, tuple(a.concurrency) if a.concurrency else None, a.seconds)
