@@ -7,7 +7,7 @@ embedding out.
 
 - torch: the registry's ``EmbeddingModel`` in eager mode (``inference_mode``, ``torch.set_num_threads(cores)``).
 - ONNX Runtime: the graph ``export_repository`` writes for Triton, in a session built by the served model's own code
-  (``export/templates/model.py``: embedding output only, attention fused). The session options are chosen here by
+  (``export/onnx_cpu.py``: embedding output only, attention fused). The session options are chosen here by
   measurement at the target batch (fused attention or not, thread spinning or not, then IO binding or not) and
   recorded; the cost of building a session from ``model.onnx`` vs from a cached optimised model is recorded too.
 - Triton: the real ``tritonserver`` serving that repository (cpu target, python backend running ONNX Runtime); one
@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import tempfile
 import time
 from collections.abc import Callable
-from functools import cache
 from pathlib import Path
 from types import ModuleType
 
@@ -48,7 +46,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.common import Target, write_result
 from export.onnx_export import EMBEDDING_OUTPUT, INPUT_NAME
 from export.parity import compare, real_images
-from export.repository import MODEL_PY, export_repository
+from export.repository import export_repository
 from extractors.registry import IMAGENET_MEAN, IMAGENET_STD, REGISTRY, ExtractorSpec, get_spec, load_extractor, register
 from extractors.vit import build_vit
 from server.launchers.triton import TritonServer
@@ -75,13 +73,11 @@ def register_headline() -> str:
     return HEADLINE
 
 
-@cache
 def served_model_code() -> ModuleType:
-    """``export/templates/model.py``, the file Triton runs: its session helpers build the ONNX Runtime sessions here."""
-    spec = importlib.util.spec_from_file_location("vsearch_served_model", MODEL_PY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """``export/onnx_cpu.py``: the graph rewrites and session options the served CPU model uses."""
+    import export.onnx_cpu
+
+    return export.onnx_cpu
 
 
 # ------------------------------------------------------------------------------------------------------- measuring
@@ -487,7 +483,7 @@ def markdown(result: dict) -> str:
         "Triton model's session). Same input for all three paths: uint8 pixels of real images (Fashion-MNIST at 28 "
         "px, photos at 224 px), unit-norm embedding out. torch is the registry's embedding model in eager mode "
         "(`inference_mode`); ONNX Runtime runs the graph exported for Triton in a session built by the served "
-        "model's code (`export/templates/model.py`), with the options chosen below; Triton is the real "
+        "model's code (`export/onnx_cpu.py`), with the options chosen below; Triton is the real "
         "`tritonserver` (python backend running that same session code), one gRPC request per batch. "
         "The three paths are timed in interleaved rounds (one call each per round, "
         f"at least {result['budget']['batch_s']:g} s and {result['budget']['min_rounds']} rounds per batch size); "

@@ -1,5 +1,5 @@
 """Builds a Triton model repository: ``<repo>/<model>/config.pbtxt`` and ``<repo>/<model>/1/model.onnx``
-(+ ``model.py`` for the cpu target, ``model.plan`` for the tensorrt target)."""
+(+ ``model.py`` and the CPU graphs of ``export/onnx_cpu.py`` for the cpu target, ``model.plan`` for tensorrt)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from export.onnx_export import INPUT_NAME, export_onnx
+from export.onnx_cpu import write_served_graphs
+from export.onnx_export import EMBEDDING_OUTPUT, INPUT_NAME, export_onnx
 from export.parity import ParityResult, check_parity, onnx_session
 from export.triton_config import parse_config, render_config
 from extractors.registry import get_spec
@@ -46,6 +47,9 @@ def export_model(name: str, repo: Path, target: str = "cpu", settings: Settings 
         result.parity = check_parity(name, onnx_path, weights_path=weights_path)
     if target == "cpu":
         shutil.copyfile(MODEL_PY, version_dir / "model.py")
+        for graph in write_served_graphs(onnx_path, EMBEDDING_OUTPUT):
+            if parity:  # the rewritten graphs must still compute the same embedding
+                result.parity += check_parity(name, graph, weights_path=weights_path)
     if target == "tensorrt":
         from export.tensorrt import build_plan
 
