@@ -39,7 +39,7 @@ class Target:
 def machine() -> dict:
     load = os.getloadavg()
     return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "loadavg_1m_at_start": round(load[0], 2)}
+            "loadavg_1m_at_end": round(load[0], 2)}  # written with the results, so: when the run ended
 
 
 def latency_ms(fn: Callable[[], object], n: int, warmup: int = 5) -> dict:

@@ -63,9 +63,10 @@ def _header(results: dict[str, dict]) -> list[str]:
     if machines:
         cpus = sorted({str(m.get("cpus")) for m in machines.values()})
         platforms = sorted({str(m.get("platform")) for m in machines.values() if m.get("platform")})
-        loads = ", ".join(f"{name} {m.get('loadavg_1m_at_start', '?')}" for name, m in machines.items())
+        loads = ", ".join(f"{name} {m.get('loadavg_1m_at_end', m.get('loadavg_1m_at_start', '?'))}"
+                          for name, m in machines.items())
         lines += ["", f"Machine: {' / '.join(cpus)} CPU cores" + (f", {' / '.join(platforms)}" if platforms else "")
-                  + f". 1-minute load average when each benchmark started: {loads}."]
+                  + f". 1-minute load average when each benchmark ended: {loads}."]
     quick = [name for name, r in results.items() if r.get("quick")]
     if quick:
         lines += ["", f"**Quick (smoke) figures** for {', '.join(quick)}: bounded runs, not the committed ones."]

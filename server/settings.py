@@ -19,7 +19,7 @@ class Settings(BaseSettings):
     export_target: str = Field("cpu", description="cpu: python backend + onnxruntime; gpu: onnxruntime/TensorRT")
     triton_max_batch_size: int = 64
     triton_preferred_batch_sizes: list[int] = [8, 16, 32]
-    triton_max_queue_delay_us: int = Field(100, description="how long Triton waits to fill a batch (chosen from "
+    triton_max_queue_delay_us: int = Field(0, description="how long Triton waits to fill a batch (chosen from "
                                            "the curve in BENCHMARKS.md: more adds latency, not throughput, here)")
     triton_instance_count: int = 1
     onnx_opset: int = 17
