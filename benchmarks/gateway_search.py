@@ -279,9 +279,10 @@ def _prepare_index(client: SearchClient, milvus_uri: str, model: str, n_index: i
 
 
 def run(quick: bool = False, n_index: int | None = None, seconds: float | None = None,
-        concurrencies: tuple[int, ...] | None = None, profile: bool = False, data_dir: Path | None = None,
+        concurrencies: tuple[int, ...] | None = None, profile: bool | None = None, data_dir: Path | None = None,
         gateway_env: dict[str, str] | None = None) -> dict:
     n_index = n_index or (2000 if quick else 70000)
+    profile = (not quick) if profile is None else profile  # the full run profiles the gateway (py-spy)
     seconds = seconds or (3.0 if quick else 10.0)
     concurrencies = concurrencies or ((1, HEADLINE_CONCURRENCY) if quick else (1, 8, HEADLINE_CONCURRENCY, 32))
     settings = Settings()
@@ -301,20 +302,20 @@ def run(quick: bool = False, n_index: int | None = None, seconds: float | None =
             pids = {"gateway": stack.gateway.proc.pid, "triton": stack.triton.pid, "milvus": stack.milvus.pid,
                     "client": os.getpid()}
             for c in concurrencies:
-                stacks = common.RESULTS / "profiles" / f"gateway_c{c}.txt"
-                spy = _profile_gateway(pids["gateway"], seconds, stacks) if profile and c == HEADLINE_CONCURRENCY \
-                    else None
                 before = triton_counts(stack.triton.grpc_url, model)
                 row = asyncio.run(gateway_load(stack.gateway.address, model, images, c, seconds, CpuMeter(pids)))
                 _with_batches(row, before, triton_counts(stack.triton.grpc_url, model))
-                if spy is not None:
-                    spy.wait(60)
-                    if stacks.exists():
-                        row["profile"] = str(stacks.relative_to(common.RESULTS.parent))
-                        row["profile_top"] = profile_summary(stacks)
                 results["gateway"].append(row)
                 console.print(f"gateway c{c}: {row['qps']} QPS, p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, "
                               f"CPU ms/query {row['cpu_ms_per_query']}, Triton batch {row['triton_mean_batch']}")
+            if profile:  # a separate run: sampling costs the gateway CPU, so no measured row is profiled
+                stacks = common.RESULTS / "profiles" / f"gateway_c{HEADLINE_CONCURRENCY}.txt"
+                spy = _profile_gateway(pids["gateway"], seconds, stacks)
+                asyncio.run(gateway_load(stack.gateway.address, model, images, HEADLINE_CONCURRENCY, seconds,
+                                         CpuMeter(pids)))
+                if spy is not None and spy.wait(60) == 0 and stacks.exists():
+                    results["profile"] = {"stacks": str(stacks.relative_to(common.RESULTS.parent)),
+                                          "top": profile_summary(stacks)}
             # The headline as a service sees it: 500 queries/s offered by 16 callers, latency from the send schedule.
             before = triton_counts(stack.triton.grpc_url, model)
             row = asyncio.run(gateway_load(stack.gateway.address, model, images, HEADLINE_CONCURRENCY, seconds,
@@ -420,10 +421,10 @@ def markdown(result: dict) -> str:
                   f"{HEADLINE_P99_MS:.0f} ms at that concurrency needs >= "
                   f"{HEADLINE_CONCURRENCY / HEADLINE_P99_MS * 1e3:.0f} QPS; the latency "
                   "target is therefore measured on the paced row (500 QPS offered by 16 callers)."]
-        if h.get("profile_top"):
-            lines += ["", f"Where the gateway's time goes at {HEADLINE_CONCURRENCY} callers (py-spy, share of samples "
-                      f"in a function and what it calls; stacks in `benchmarks/{h['profile']}`):", ""]
-            lines += [f"- {share:.0%} `{frame}`" for frame, share in h["profile_top"]]
+    if prof := result.get("profile"):
+        lines += ["", f"Where the gateway's time goes at {HEADLINE_CONCURRENCY} callers (py-spy in a separate run, "
+                  f"share of samples in a function and what it calls; stacks in `benchmarks/{prof['stacks']}`):", ""]
+        lines += [f"- {share:.0%} `{frame}`" for frame, share in prof["top"]]
     return "\n".join(lines) + "\n"
 
 
@@ -433,7 +434,8 @@ if __name__ == "__main__":
     p.add_argument("--n-index", type=int)
     p.add_argument("--seconds", type=float)
     p.add_argument("--concurrency", type=int, nargs="+")
-    p.add_argument("--profile", action="store_true", help="py-spy flame graph of the gateway at the headline row")
+    p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
+                   help="py-spy profile of the gateway at the headline row (default: on in full runs)")
     p.add_argument("--data-dir", type=Path, help="Milvus data dir to reuse (default benchmarks/cache/milvus-fmnist)")
     a = p.parse_args()
     run(a.quick, a.n_index, a.seconds, tuple(a.concurrency) if a.concurrency else None, a.profile, a.data_dir)
