@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 # Tests point this at a temporary folder so quick runs never overwrite the committed figures.
 RESULTS = Path(os.environ.get("VSEARCH_BENCH_RESULTS", Path(__file__).parent / "results"))
@@ -89,3 +90,31 @@ def write_result(name: str, payload: dict) -> Path:
 def read_result(name: str) -> dict | None:
     path = RESULTS / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+class CpuMeter:
+    """CPU seconds (user + system) of named process trees between ``start()`` and ``stop()``. The process running the
+    benchmark is counted alone: the servers it launched are its children but are counted apart."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self.procs = {name: psutil.Process(pid) for name, pid in pids.items() if pid}
+
+    def _sample(self) -> dict[str, float]:
+        out = {}
+        for name, p in self.procs.items():
+            total = 0.0
+            for q in [p] if p.pid == os.getpid() else [p, *p.children(recursive=True)]:
+                try:
+                    t = q.cpu_times()
+                    total += t.user + t.system
+                except psutil.NoSuchProcess:
+                    pass
+            out[name] = total
+        return out
+
+    def start(self) -> None:
+        self.t0 = self._sample()
+
+    def stop(self) -> dict[str, float]:
+        t1 = self._sample()
+        return {k: round(t1[k] - self.t0[k], 6) for k in t1}

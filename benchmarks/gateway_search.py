@@ -26,12 +26,11 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-import psutil
 from rich.console import Console
 from rich.table import Table
 
 from benchmarks import common
-from benchmarks.common import Target, write_result
+from benchmarks.common import CpuMeter, Target, write_result
 from clients.indexing import index_images
 from clients.sdk import SearchClient
 from extractors.datasets import load_fashion_mnist
@@ -58,34 +57,6 @@ def query_images(n: int = 256) -> list[bytes]:
         ds.pil(i).save(buf, "PNG")
         out.append(buf.getvalue())
     return out
-
-
-class CpuMeter:
-    """CPU seconds (user + system) spent by named process trees between ``start()`` and ``stop()``. The process
-    running this benchmark is counted alone: the servers it launched are its children but are counted apart."""
-
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.procs = {name: psutil.Process(pid) for name, pid in pids.items() if pid}
-
-    def _sample(self) -> dict[str, float]:
-        out = {}
-        for name, p in self.procs.items():
-            total = 0.0
-            for q in [p] if p.pid == os.getpid() else [p, *p.children(recursive=True)]:
-                try:
-                    t = q.cpu_times()
-                    total += t.user + t.system
-                except psutil.NoSuchProcess:
-                    pass
-            out[name] = total
-        return out
-
-    def start(self) -> None:
-        self.t0 = self._sample()
-
-    def stop(self) -> dict[str, float]:
-        t1 = self._sample()
-        return {k: t1[k] - self.t0[k] for k in t1}
 
 
 async def _drive(call, n_images: int, concurrency: int, seconds: float,
@@ -288,6 +259,8 @@ def run(quick: bool = False, n_index: int | None = None, seconds: float | None =
     settings = Settings()
     model = settings.models[0]
     results: dict = {"model": model, "indexed": n_index, "seconds_per_run": seconds, "quick": quick,
+                     "hnsw": {"m": settings.hnsw_m, "ef_construction": settings.hnsw_ef_construction,
+                              "ef": settings.hnsw_ef},
                      "gateway": [], "direct": []}
     tmp = tempfile.TemporaryDirectory()
     # The full 70k index is kept between runs (benchmarks/cache/, gitignored): indexing it is the ingest
@@ -376,6 +349,11 @@ def targets(result: dict) -> list[Target]:
     return out
 
 
+def _hnsw(result: dict) -> str:
+    h = result.get("hnsw")
+    return f": M {h['m']}, efConstruction {h['ef_construction']}, ef {h['ef']}" if h else ""
+
+
 def _row(label: str, r: dict) -> str:
     cpu = r["cpu_ms_per_query"]
     split = " / ".join(f"{cpu[k]:.2f}" if k in cpu else "-" for k in ("client", "gateway", "triton", "milvus"))
@@ -392,7 +370,7 @@ def markdown(result: dict) -> str:
         "## Search by image through the gateway (`benchmarks/gateway_search.py`)",
         "",
         f"{result['model']} over {result['indexed']:,} indexed Fashion-MNIST images in the Milvus server (sealed and "
-        f"HNSW-indexed before measuring), PNG queries (28x28), top_k 10 with metadata, "
+        f"HNSW-indexed before measuring{_hnsw(result)}), PNG queries (28x28), top_k 10 with metadata, "
         f"{result['seconds_per_run']:.0f} s per row. The load generator is one asyncio process on the same machine. "
         "*closed* rows: each caller sends its next query when the last is answered (highest throughput; by Little's "
         "law mean latency = callers / QPS). *paced* row: the callers send on a fixed schedule and latency counts "

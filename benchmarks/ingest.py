@@ -22,11 +22,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-import psutil
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.common import Target, write_result
+from benchmarks.common import CpuMeter, Target, write_result
 
 console = Console()
 NAME = "ingest"
@@ -50,34 +49,6 @@ def cli_defaults() -> tuple[int, int, bool]:
         return getattr(d, "default", d)
 
     return int(default("batch_size")), int(default("concurrency")), bool(default("resume"))
-
-
-class CpuMeter:
-    """CPU seconds (user + system) of named process trees between ``start()`` and ``stop()``. This process is counted
-    alone: the servers it launched are its children but are counted apart."""
-
-    def __init__(self, pids: dict[str, int | None]) -> None:
-        self.procs = {name: psutil.Process(pid) for name, pid in pids.items() if pid}
-
-    def _sample(self) -> dict[str, float]:
-        out = {}
-        for name, p in self.procs.items():
-            total = 0.0
-            for q in [p] if p.pid == os.getpid() else [p, *p.children(recursive=True)]:
-                try:
-                    t = q.cpu_times()
-                    total += t.user + t.system
-                except psutil.NoSuchProcess:
-                    pass
-            out[name] = total
-        return out
-
-    def start(self) -> None:
-        self.t0 = self._sample()
-
-    def stop(self) -> dict[str, float]:
-        t1 = self._sample()
-        return {k: round(t1[k] - self.t0[k], 3) for k in t1}
 
 
 class PngTimer:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-import benchmarks.common
 from benchmarks import dynamic_batching as db
+from tests.fixtures.benchmarks import run_quick
 
 
 def curve(rows: dict[int, dict[int, tuple[float, float]]]) -> dict:
@@ -39,13 +39,7 @@ def test_rule_weighs_every_loaded_concurrency():
 
 @pytest.fixture(scope="module")
 def quick_result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench-results")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VSEARCH_BENCH_RESULTS", str(out))
-        mp.setattr(benchmarks.common, "RESULTS", out)
-        result = db.run(quick=True)
-        stored = benchmarks.common.read_result("dynamic_batching")
-    return result, stored
+    return run_quick(tmp_path_factory, db)
 
 
 @pytest.mark.slow

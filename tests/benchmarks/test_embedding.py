@@ -5,22 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-import benchmarks.common
 from benchmarks import embedding
 from export.parity import MIN_COSINE
+from tests.fixtures.benchmarks import run_quick
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def quick_result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench-results")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VSEARCH_BENCH_RESULTS", str(out))
-        mp.setattr(benchmarks.common, "RESULTS", out)
-        result = embedding.run(quick=True)
-        stored = benchmarks.common.read_result("embedding")
-    return result, stored
+    return run_quick(tmp_path_factory, embedding)
 
 
 def test_every_model_has_every_path_at_every_batch(quick_result):

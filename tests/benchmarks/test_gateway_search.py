@@ -5,21 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-import benchmarks.common
 from benchmarks import gateway_search
+from tests.fixtures.benchmarks import run_quick
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def quick_result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench-results")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VSEARCH_BENCH_RESULTS", str(out))
-        mp.setattr(benchmarks.common, "RESULTS", out)
-        result = gateway_search.run(quick=True, seconds=2.0)
-        stored = benchmarks.common.read_result("gateway_search")
-    return result, stored
+    return run_quick(tmp_path_factory, gateway_search, seconds=2.0)
 
 
 def test_every_row_served_queries_without_errors(quick_result):
