@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from extractors.datasets import load_fashion_mnist
+from server.convert import InvalidRequest, check_id
 from server.launchers.gateway import GatewayProcess
 from server.settings import Settings
 from server.vector_store.filters import FilterError, quote_string
@@ -73,11 +74,13 @@ def stub(gateway) -> search_pb2_grpc.SearchServiceStub:
 
 
 def usable_in_a_filter(item_id: str) -> bool:
-    """The gateway's own rule (DEL and other control characters are refused in ids it has to look up)."""
+    """The gateway's own rules for an id it has to look up: ``check_id`` (no chars < 32) and the filter literal
+    (``quote_string``: no DEL either)."""
     try:
+        check_id(item_id, LIMITS.max_id_length)
         quote_string(item_id)
         return True
-    except FilterError:
+    except (InvalidRequest, FilterError):
         return False
 
 
