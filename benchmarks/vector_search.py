@@ -1201,5 +1201,9 @@ if __name__ == "__main__":
     parser.add_argument("--skip-1m", action="store_true", help="leave out the 1M synthetic rows")
     args = parser.parse_args()
     # SIGTERM unwinds like Ctrl+C, so every Milvus server this run started is stopped on the way out.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    def _terminate(signum, frame):
+        console.print(f"{_clock()} [red]signal {signum}: stopping the Milvus servers and exiting[/]")
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _terminate)
     run(args.quick, lite_1m=args.lite_1m, skip_1m=args.skip_1m)
