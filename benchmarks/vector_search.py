@@ -1159,8 +1159,8 @@ def markdown(result: dict) -> str:
     rec = result.get("recommended")
     if rec:
         lines += ["", f"**Recommended `Settings` defaults: `hnsw_m={rec['hnsw_m']}`, "
-                  f"`hnsw_ef_construction={rec['hnsw_ef_construction']}`, `hnsw_ef={rec['hnsw_ef']}`** (current "
-                  f"{cur['M']} / {cur['efConstruction']} / {cur['ef']}). M and efConstruction are the FAISS pick on "
+                  f"`hnsw_ef_construction={rec['hnsw_ef_construction']}`, `hnsw_ef={rec['hnsw_ef']}`** (the "
+                  f"defaults when this ran: {cur['M']} / {cur['efConstruction']} / {cur['ef']}; {_adopted(rec)}). M and efConstruction are the FAISS pick on "
                   f"{' and '.join(f'`{k}`' for k in result['sweep']['datasets'])}; ef is the smallest at which the "
                   f"Milvus server reaches recall@{k} >= "
                   f"{result['recall_target']} on every data set (FAISS's own pick was ef={rec['faiss_pick_ef']}; on "
@@ -1175,6 +1175,15 @@ def markdown(result: dict) -> str:
         lines += ["", "| target | goal | measured | met |", "|---|---|---|---|"]
         lines += [f"| {t.name} | {t.target} | {t.measured} | {'yes' if t.met else 'no'} |" for t in verdicts]
     return "\n".join(lines) + "\n"
+
+
+def _adopted(rec: dict) -> str:
+    """Whether the product's defaults now are the recommended ones (read from Settings, not from the result)."""
+    now = {k: Settings.model_fields[k].default for k in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef")}
+    if all(now[k] == rec[k] for k in now):
+        return "these are now the product's defaults in `server/settings.py`"
+    return (f"the product's defaults are now {now['hnsw_m']} / {now['hnsw_ef_construction']} / {now['hnsw_ef']}, "
+            "not the recommended ones")
 
 
 def targets(result: dict) -> list[Target]:

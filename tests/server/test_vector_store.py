@@ -99,7 +99,7 @@ def test_stored_vector_finds_itself_first(populated: Populated):
         assert all(-1.0 - 1e-3 <= s <= 1.0 + 1e-3 for s in scores)
 
 
-@pytest.mark.parametrize("top_k", [1, 7, 100])  # 100 > hnsw_ef (64): ef is raised to top_k
+@pytest.mark.parametrize("top_k", [1, 7, 100])  # 100 > hnsw_ef: ef is raised to top_k
 def test_top_k_respected(populated: Populated, top_k: int):
     hits = populated.store.search(populated.model, populated.vectors[:2], top_k=top_k)
     assert [len(h) for h in hits] == [top_k, top_k]
