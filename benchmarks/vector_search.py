@@ -1160,7 +1160,8 @@ def markdown(result: dict) -> str:
     if rec:
         lines += ["", f"**Recommended `Settings` defaults: `hnsw_m={rec['hnsw_m']}`, "
                   f"`hnsw_ef_construction={rec['hnsw_ef_construction']}`, `hnsw_ef={rec['hnsw_ef']}`** (the "
-                  f"defaults when this ran: {cur['M']} / {cur['efConstruction']} / {cur['ef']}; {_adopted(rec)}). M and efConstruction are the FAISS pick on "
+                  f"defaults when this ran: {cur['M']} / {cur['efConstruction']} / {cur['ef']}; {_adopted(rec)}). "
+                  "M and efConstruction are the FAISS pick on "
                   f"{' and '.join(f'`{k}`' for k in result['sweep']['datasets'])}; ef is the smallest at which the "
                   f"Milvus server reaches recall@{k} >= "
                   f"{result['recall_target']} on every data set (FAISS's own pick was ef={rec['faiss_pick_ef']}; on "
