@@ -4,7 +4,8 @@
 
 One collection per model, ``vs_<model>``: ``id`` VARCHAR primary key (``settings.max_id_length``), ``vector``
 FLOAT_VECTOR(dim), ``metadata`` JSON (the caller's dict as is; filters address ``metadata["key"]``). HNSW
-index, COSINE metric (``settings.hnsw_m``, ``hnsw_ef_construction``; search ``ef`` = max(``hnsw_ef``, top_k)).
+index, COSINE metric (``settings.hnsw_m``, ``hnsw_ef_construction``; search ``ef`` = max(``hnsw_ef``, top_k),
+or ``hnsw_ef_filtered`` when a filter is set).
 The collection's consistency level is Bounded (Strong adds about 200 ms to every search); reads are sent with
 ``read_consistency`` (default Session: this process sees its own upserts at once, and a read with no write of its
 own before it waits for nothing). Milvus 2.3 returns no timestamp for a delete, so for 6 s after one of ours the
@@ -414,7 +415,9 @@ class MilvusVectorStore:
         except FilterError as exc:
             raise VectorStoreError(str(exc)) from exc
         want_meta = output_fields is None or len(output_fields) > 0
-        params = {"metric_type": METRIC, "params": {"ef": max(self.settings.hnsw_ef, top_k)}}
+        # A restrictive filter hides most of the graph's neighbours, so a filtered search needs a wider beam.
+        ef = self.settings.hnsw_ef_filtered if expr else self.settings.hnsw_ef
+        params = {"metric_type": METRIC, "params": {"ef": max(ef, top_k)}}
         res = self._call("search", model, lambda c, **kw: c.search(
             name, data=arr.tolist(), limit=top_k, filter=expr, output_fields=[METADATA_FIELD] if want_meta else [],
             search_params=params, consistency_level=self._consistency(name), **kw))
