@@ -81,6 +81,8 @@ def check_id(item_id: str, max_len: int) -> str:
         raise InvalidRequest("id is empty: every item needs a non-empty id")
     if len(item_id) > max_len:
         raise InvalidRequest(f"id is {len(item_id)} characters; the limit is {max_len}")
-    if any(ord(c) < 32 for c in item_id):
+    # DEL too: Get and Delete look ids up in a Milvus expression, which cannot hold it (an id stored with it
+    # could never be deleted).
+    if any(ord(c) < 32 or c == "\x7f" for c in item_id):
         raise InvalidRequest("id contains control characters")
     return item_id

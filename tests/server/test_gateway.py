@@ -184,6 +184,21 @@ def test_upsert_is_idempotent_and_reports_bad_items_by_id(gateway, indexed):
     assert len(stub.Get(pb.GetRequest(model=VIT_MODEL, ids=["fmnist-test-00001", "broken"]), timeout=10).items) == 1
 
 
+def test_every_id_upsert_accepts_can_be_got_and_deleted(gateway, indexed):
+    """Quotes, backslashes and spaces are data; DEL is refused up front (a Milvus expression cannot hold it, so an
+    item stored under it could never be deleted)."""
+    stub = gateway.stub()
+    odd = ["q'uote", 'dq"uote', "back\\slash", "sp ace", "\\'] or id in ['x"]
+    vec = pb.Vector(values=[1.0] * 128)
+    reply = stub.Upsert(iter([pb.UpsertRequest(model=VIT_MODEL, id=i, vector=vec) for i in [*odd, "del\x7f"]]),
+                        timeout=60)
+    assert reply.upserted == len(odd)
+    assert [(e.id, e.code) for e in reply.errors] == [("del\x7f", "INVALID_ARGUMENT")]
+    assert sorted(i.id for i in stub.Get(pb.GetRequest(model=VIT_MODEL, ids=odd), timeout=10).items) == sorted(odd)
+    assert stub.Delete(pb.DeleteRequest(model=VIT_MODEL, ids=odd), timeout=10).deleted == len(odd)
+    assert not stub.Get(pb.GetRequest(model=VIT_MODEL, ids=odd), timeout=10).items
+
+
 def test_list_models(gateway, indexed):
     models = {m.name: m for m in gateway.stub().ListModels(pb.ListModelsRequest(), timeout=10).models}
     assert models[VIT_MODEL].dim == 128 and models[VIT_MODEL].input_size == 28
