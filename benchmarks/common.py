@@ -92,6 +92,10 @@ def read_result(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+# Milvus compacts every 60 s (and re-indexes what it compacted): a segment set unchanged this long is final.
+MILVUS_SETTLE_S = 75.0
+
+
 class CpuMeter:
     """CPU seconds (user + system) of named process trees between ``start()`` and ``stop()``. The process running the
     benchmark is counted alone: the servers it launched are its children but are counted apart."""

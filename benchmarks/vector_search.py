@@ -23,8 +23,8 @@ the 100k synthetic set picks the graph (the lowest search cost with recall@10 >=
 then sweeps ef on every data set with that graph, and the chosen ef is the smallest that reaches the target on all
 of them (the product has one ``hnsw_ef`` for every model).
 
-``python -m benchmarks.vector_search`` (about 30 min on 2 cores; ``--quick`` under a minute and a half;
-``--lite-1m`` adds Milvus Lite at 1M, about 13 min more; ``--skip-1m`` leaves out the 1M rows)."""
+``python -m benchmarks.vector_search`` (about 40 min on 2 cores; ``--quick`` under a minute and a half;
+``--lite-1m`` adds Milvus Lite at 1M (slow); ``--skip-1m`` leaves out the 1M rows)."""
 
 from __future__ import annotations
 
@@ -59,8 +59,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from benchmarks.common import MILVUS_SETTLE_S as SETTLE_QUIET_S
 from benchmarks.common import Target, write_result
 from server.settings import Settings
+from server.vector_store.milvus import _MAX_BATCH_ROWS as UPSERT_ROWS  # the store's own batch limit
 
 console = Console()
 NAME = "vector_search"
@@ -70,9 +72,8 @@ TOP_K = 10
 RECALL_TARGET = 0.95
 SEED = 20240611
 BATCH_NQ = 64
-UPSERT_ROWS = 5000  # rows per MilvusVectorStore.upsert call (its own batch limit)
 TIE_EPS = 1e-5
-SETTLE_QUIET_S = 75.0  # Milvus's automatic compaction runs every 60 s: a segment set unchanged this long is final
+SEGMENT_MB = 512  # Milvus 2.3 default dataCoord.segment.maxSize
 SYNTH_DIM = 384
 SYNTH_SUBSPACE = 16
 SYNTH_SPREAD = 0.6  # norm of a point's offset inside its component's subspace (centres have norm ~1)
@@ -82,10 +83,8 @@ EFS_FULL = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 EFS_QUICK = (10, 16, 32, 64, 128)
 TIE_BAND = 1.10  # sweep: a setting within 10 % of the lowest search cost ties (see choose)
 DEFAULTS = {k: Settings.model_fields[k].default for k in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef")}
-LITE_1M_REASON = ("Milvus Lite at 1M is not run by default (`--lite-1m` adds it): the shared measurements on this "
-                  "machine put it at 4.6k rows/s insert (about 220 s), a 456 s HNSW build and 571 ms per nq=1 search "
-                  "(its engine loops over rows in Python), about 13 minutes for an engine that is not a 1M-scale "
-                  "option, which would blow the run's 30-minute budget.")
+LITE_1M_REASON = ("Milvus Lite at 1M is not run by default (`--lite-1m` adds it): its search times at 100k above "
+                  "already show it is not a 1M-scale option.")
 
 
 # -- plan -------------------------------------------------------------------------------------------------------
@@ -154,7 +153,6 @@ class Dataset:
     title: str
     db: np.ndarray  # [N, D] float32, unit rows
     queries: np.ndarray  # [Q, D] float32, unit rows
-    gt_ids: np.ndarray | None = None  # [Q, k] exact neighbours
     gt_kth: np.ndarray | None = None  # [Q] exact k-th score
 
     @property
@@ -243,8 +241,8 @@ def exact_topk(db: np.ndarray, queries: np.ndarray, k: int = TOP_K, chunk: int =
 
 
 def with_ground_truth(ds: Dataset, progress: Progress | None = None) -> Dataset:
-    ids, scores = exact_topk(ds.db, ds.queries, TOP_K, progress=progress)
-    ds.gt_ids, ds.gt_kth = ids, scores[:, -1].copy()
+    _, scores = exact_topk(ds.db, ds.queries, TOP_K, progress=progress)
+    ds.gt_kth = scores[:, -1].copy()
     return ds
 
 
@@ -292,15 +290,12 @@ def _embed(pixels: np.ndarray, label: str) -> np.ndarray:
         return embed_uint8(MODEL, torch.from_numpy(pixels), label=label).numpy().astype(np.float32)
 
 
-def _to_uint8(images: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.repeat(np.asarray(images, np.uint8)[:, None], 3, axis=1))
-
-
 def real_embeddings(plan: Plan, cache: Path = CACHE) -> Dataset:
     """The real set (train embeddings + copies' embeddings) and its queries (test embeddings). The full set is
     computed once and cached in ``cache``; quick mode slices the cache when it exists, else embeds its small
     subset in memory (and writes nothing)."""
     from extractors.datasets import load_fashion_mnist
+    from extractors.training import dataset_to_uint8
 
     n_train_all, n_copies_all = 60_000, 40_000
     files = {k: cache / f"fmnist_{MODEL}_{k}.npy" for k in ("train", "copies", "test")}
@@ -319,15 +314,15 @@ def real_embeddings(plan: Plan, cache: Path = CACHE) -> Dataset:
         console.print(f"real embeddings from the cache {cache}")
     elif plan.quick:
         tr = load_fashion_mnist("train")
-        train = _embed(_to_uint8(tr.images[:plan.real_train]), "embed train subset")
+        train = _embed(dataset_to_uint8(tr)[:plan.real_train].numpy(), "embed train subset")
         copies = _embed(_copy_pixels(tr, range(plan.real_copies), SEED), "embed copies")
-        queries = _embed(_to_uint8(load_fashion_mnist("test").images[test_order]), "embed test subset")
+        queries = _embed(dataset_to_uint8(load_fashion_mnist("test"))[test_order].numpy(), "embed test subset")
     else:
         tr, te = load_fashion_mnist("train"), load_fashion_mnist("test")
         t0 = time.perf_counter()
-        train_all = _embed(_to_uint8(tr.images), "embed 60k train")
+        train_all = _embed(dataset_to_uint8(tr).numpy(), "embed 60k train")
         copies_all = _embed(_copy_pixels(tr, range(n_copies_all), SEED), "embed 40k copies")
-        test_all = _embed(_to_uint8(te.images), "embed 10k test")
+        test_all = _embed(dataset_to_uint8(te).numpy(), "embed 10k test")
         cache.mkdir(parents=True, exist_ok=True)
         for key, arr in (("train", train_all), ("copies", copies_all), ("test", test_all)):
             np.save(files[key], arr)
@@ -433,7 +428,7 @@ class FaissFlat(Engine):
     kind, label = "faiss_flat", "FAISS flat (exact)"
 
     def __init__(self, ds: Dataset, hnsw: Hnsw | None = None, chunk: int = 100_000) -> None:
-        super().__init__(ds, None)
+        super().__init__(ds, hnsw)
         self.chunk = chunk
         self.index = None
 
@@ -457,14 +452,14 @@ class FaissFlat(Engine):
         self.index = None
 
 
-class FaissHnsw(Engine):
+class FaissHnsw(FaissFlat):
+    """The same adds and searches as flat, on an ``IndexHNSWFlat`` (the graph is built inside the adds)."""
+
     kind, label = "faiss_hnsw", "FAISS HNSW"
     builds_on_insert = True
 
     def __init__(self, ds: Dataset, hnsw: Hnsw, chunk: int = 20_000) -> None:
-        super().__init__(ds, hnsw)
-        self.chunk = chunk
-        self.index = None
+        super().__init__(ds, hnsw, chunk)
 
     def _create(self) -> None:
         import faiss
@@ -473,24 +468,9 @@ class FaissHnsw(Engine):
         self.index.hnsw.efConstruction = self.hnsw.ef_construction
         self.set_ef(self.hnsw.ef)
 
-    def _insert(self, progress: Progress) -> None:
-        task = progress.add_task(f"{self.label} M={self.hnsw.m} efC={self.hnsw.ef_construction}: add + build",
-                                 total=self.ds.n)
-        for s in range(0, self.ds.n, self.chunk):
-            block = self.ds.db[s:s + self.chunk]
-            self.index.add(block)
-            progress.advance(task, len(block))
-        progress.remove_task(task)
-
     def set_ef(self, ef: int) -> None:
         self.hnsw = replace(self.hnsw, ef=ef)
         self.index.hnsw.efSearch = max(ef, TOP_K)  # as the product: ef = max(hnsw_ef, top_k)
-
-    def search(self, q: np.ndarray) -> np.ndarray:
-        return self.index.search(q, TOP_K)[1]
-
-    def close(self) -> None:
-        self.index = None
 
 
 class MilvusEngine(Engine):
@@ -721,9 +701,8 @@ def choose(rows: list[dict], keys: list[str], target: float = RECALL_TARGET) -> 
     (>= top_k) at which recall@10 reaches the target on every one of them; its search cost is the distance
     computations per query times the dimension, summed over them (what an HNSW search's time is made of, and
     deterministic where timings on a shared machine are not). The lowest cost wins; settings within TIE_BAND of it
-    tie, and ties go to the graph that needs the smallest ef (the better-connected graph, which keeps more recall
-    as segments grow: at 1M rows one M=8 graph fell to recall 0.83 where M=16 graphs of the same cost at 100k
-    hold), then to the fastest build. No graph reaching the target: the best worst-case recall."""
+    tie, and ties go to the graph that needs the smallest ef (the better-connected graph), then to the fastest
+    build. No graph reaching the target: the best worst-case recall."""
     by_graph: dict[tuple[int, int], dict[int, dict[str, dict]]] = {}
     for r in rows:
         if r["dataset"] in keys:
@@ -836,11 +815,14 @@ def _size_label(n: int) -> str:
     return f"{n // 1_000_000}m" if n >= 1_000_000 and n % 1_000_000 == 0 else f"{n // 1000}k"
 
 
-def _synthetic_set(n: int, plan: Plan, progress: Progress) -> Dataset:
-    db, queries = synthetic(n, plan.n_queries, plan.n_clusters, progress=progress)
+def _synthetic_sets(plan: Plan, progress: Progress) -> list[Dataset]:
+    """One data set per size in ``plan.synth_sizes``: the largest is generated once, the others are its prefixes
+    (``synthetic`` makes a smaller set a prefix of a larger one) with the same queries."""
+    db, queries = synthetic(max(plan.synth_sizes), plan.n_queries, plan.n_clusters, progress=progress)
     title = (f"synthetic Gaussian mixture, {plan.n_clusters:,} components (centre + random {SYNTH_SUBSPACE}-d "
              "subspace + noise), L2-normalised")
-    return with_ground_truth(Dataset(f"synthetic_{_size_label(n)}", title, db, queries), progress)
+    return [with_ground_truth(Dataset(f"synthetic_{_size_label(n)}", title, db[:n], queries), progress)
+            for n in plan.synth_sizes]
 
 
 _ENGINE_ORDER = {"faiss_flat": 0, "faiss_hnsw": 1, "milvus_server": 2, "milvus_lite": 4}
@@ -886,8 +868,7 @@ def run(quick: bool = False, lite_1m: bool = False, skip_1m: bool = False) -> di
 
         # -- pass 1: tuning ---------------------------------------------------------------------------------
         datasets: dict[str, Dataset] = {"real": with_ground_truth(real, progress)}
-        for n in plan.synth_sizes:
-            ds = _synthetic_set(n, plan, progress)
+        for ds in _synthetic_sets(plan, progress):
             datasets[ds.key] = ds
         for key, ds in datasets.items():
             result["datasets"][key] = ds.describe()
@@ -1060,8 +1041,11 @@ def _graph_size_note(result: dict) -> list[str]:
     return ["", f"At {sizes[key]:,} rows one FAISS graph with the same M / efConstruction / ef reaches recall@"
             f"{result['top_k']} {faiss_row['recall_at_10']:.3f}, the Milvus server {milvus_row['recall_at_10']:.3f}: "
             f"Milvus searched {segs if segs else 'several'} segment graphs, each with the full ef, and merged the "
-            "results. A segment holds at most 512 MB of rows (about 340k at 384-d, 1M at 128-d), so collections "
-            "whose segments are larger graphs than these need a larger ef (or M) than recommended here."]
+            f"results. A segment holds at most {SEGMENT_MB} MB of rows (Milvus's default; about "
+            + ", ".join(f"{SEGMENT_MB * 2**20 // (4 * d) / 1000:.0f}k at {d}-d"
+                        for d in sorted({v["dim"] for v in result["datasets"].values()}, reverse=True))
+            + "), so collections whose segments are larger graphs than these need a larger ef (or M) than "
+            "recommended here."]
 
 
 def markdown(result: dict) -> str:
@@ -1091,19 +1075,20 @@ def markdown(result: dict) -> str:
         "† = the graph is built during the inserts "
         "(FAISS HNSW's add, Milvus Lite's per-flush indexing), the column is what remained after them. "
         f"Search: p50/p99 of single searches at nq=1 and nq={nq}, top_k {k}. Recall@{k}: all queries against exact "
-        "numpy ground truth; a returned id counts when its exact score reaches the true 10th score (minus 1e-5), so "
-        "exact ties are not misses. RSS growth: the resident memory gained by the process holding the index (the "
-        "Milvus server process via psutil; this process for FAISS and Lite), from before the inserts to after the "
-        "searches. The product searches with ef = max(hnsw_ef, top_k); FAISS is given the same.",
+        f"numpy ground truth; a returned id counts when its exact score reaches the true {k}th score (minus "
+        f"{TIE_EPS:g}), so exact ties are not misses. RSS growth: the resident memory gained by the process "
+        "holding the index (the Milvus server process via psutil; this process for FAISS and Lite), from before "
+        "the inserts to after the searches. The product searches with ef = max(hnsw_ef, top_k); FAISS is given the "
+        "same.",
         "",
         "Data:",
         "",
     ]
     for key, d in ds.items():
         lines.append(f"- `{key}`: {d['title']}; {d['rows']:,} x {d['dim']}, {d['queries']:,} queries.")
-    lines += ["", "Synthetic vectors are clustered on purpose: isotropic random vectors in 384-d have nearly equal "
-              "distances, so their nearest neighbours are noise and HNSW recall collapses; the mixture's 16-d "
-              "components imitate the low intrinsic dimension of real embeddings.", ""]
+    lines += ["", f"Synthetic vectors are clustered on purpose: isotropic random vectors in {SYNTH_DIM}-d have nearly "
+              "equal distances, so their nearest neighbours are noise and HNSW recall collapses; the mixture's "
+              f"{SYNTH_SUBSPACE}-d components imitate the low intrinsic dimension of real embeddings.", ""]
     if plan["overlap_milvus"]:
         lines += ["In this quick run one Milvus server held every collection and they were all inserted before any "
                   "was measured, so their index builds overlapped each other and the FAISS rows, and the server's "
@@ -1124,7 +1109,7 @@ def markdown(result: dict) -> str:
                   "(what an HNSW search's time is made of, and deterministic where timings on a shared machine are "
                   f"not; the measured p50 follows it). The lowest cost wins; costs within "
                   f"{(sweep['tie_band'] - 1) * 100:.0f} % of it tie, and ties go to the graph that needs the smallest "
-                  "ef (the better-connected graph, with more headroom as segments grow), then to the fastest build.",
+                  "ef (the better-connected graph), then to the fastest build.",
                   ""]
         lines += _sweep_table(sweep)
         lines += ["", f"FAISS pick: M={p['M']}, efConstruction={p['efConstruction']}, ef={p['ef']} (recall@{k} "
@@ -1169,8 +1154,8 @@ def markdown(result: dict) -> str:
                   f"{_ms(rec['milvus_nq1_p50_ms'])} there). The product searches with ef = max(hnsw_ef, top_k), so a "
                   "larger top_k searches with a larger ef and a higher recall; Milvus itself refuses ef < top_k."
                   + ("" if rec["meets_target"] else " The target was not reached in the swept range.")]
-    if result.get("lite_1m_reason"):
-        lines += ["", result["lite_1m_reason"]]
+    if result.get("lite_1m_reason"):  # the run left Milvus Lite out at 1M: say why (the text, not a figure)
+        lines += ["", LITE_1M_REASON]
     verdicts = targets(result)
     if verdicts:
         lines += ["", "| target | goal | measured | met |", "|---|---|---|---|"]
@@ -1180,7 +1165,7 @@ def markdown(result: dict) -> str:
 
 def _adopted(rec: dict) -> str:
     """Whether the product's defaults now are the recommended ones (read from Settings, not from the result)."""
-    now = {k: Settings.model_fields[k].default for k in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef")}
+    now = DEFAULTS
     if all(now[k] == rec[k] for k in now):
         return "these are now the product's defaults in `server/settings.py`"
     return (f"the product's defaults are now {now['hnsw_m']} / {now['hnsw_ef_construction']} / {now['hnsw_ef']}, "
@@ -1207,7 +1192,7 @@ def targets(result: dict) -> list[Target]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sets, small sweep (a smoke run, under 90 s)")
-    parser.add_argument("--lite-1m", action="store_true", help="also run Milvus Lite at 1M (about 13 min more)")
+    parser.add_argument("--lite-1m", action="store_true", help="also run Milvus Lite at 1M")
     parser.add_argument("--skip-1m", action="store_true", help="leave out the 1M synthetic rows")
     args = parser.parse_args()
     # SIGTERM unwinds like Ctrl+C, so every Milvus server this run started is stopped on the way out.

@@ -3,35 +3,24 @@ result has the documented shape and sane values. No timing is asserted: this mac
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
-import benchmarks.common
 from benchmarks import vector_search as vs
+from tests.fixtures.benchmarks import run_quick
 
 ENGINES = {"faiss_flat", "faiss_hnsw", "milvus_server", "milvus_lite"}
 
 
 @pytest.fixture(scope="module")
-def quick_result(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, object]:
-    pytest.importorskip("faiss", reason="faiss-cpu is a dev dependency")
-    pytest.importorskip("milvus", reason="the Milvus server comes from the `milvus` package")
-    pytest.importorskip("milvus_lite", reason="Milvus Lite comes from the `milvus-lite` package")
-    tmp_path = tmp_path_factory.mktemp("bench_results")
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.setenv("VSEARCH_BENCH_RESULTS", str(tmp_path))
-        monkeypatch.setattr(benchmarks.common, "RESULTS", tmp_path)  # RESULTS is read at import
-        result = vs.run(quick=True)
-    return result, tmp_path
+def quick_result(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict | None]:
+    return run_quick(tmp_path_factory, vs)
 
 
 @pytest.mark.slow
 def test_quick_run_writes_its_result(quick_result):
-    result, tmp_path = quick_result
-    written = json.loads((tmp_path / f"{vs.NAME}.json").read_text())
-    assert written["quick"] is True
+    result, written = quick_result
+    assert written is not None and written["quick"] is True
     assert written["engines"] == result["engines"]
     assert "machine" in written
 
@@ -52,18 +41,12 @@ def test_quick_run_covers_every_engine_on_both_data_sets(quick_result):
 @pytest.mark.slow
 def test_quick_run_values_are_sane(quick_result):
     result, _ = quick_result
-    plan = result["plan"]
     for r in result["engines"]:
-        assert 0.0 <= r["recall_at_10"] <= 1.0, r
-        assert r["insert_rows_per_s"] > 0, r
-        assert r["build_s"] >= 0, r
-        for key, most in (("nq1", plan["lat1_max"]), (f"nq{vs.BATCH_NQ}", plan["lat64_max"])):
-            assert min(vs.MIN_SAMPLES, most) <= r[key]["n"] <= most
-            assert 0 < r[key]["p50_ms"] <= r[key]["p99_ms"]
+        assert r["rows"] == result["datasets"][r["dataset"]]["rows"], r  # every row was inserted
         if r["engine"] == "faiss_flat":
             assert r["recall_at_10"] == 1.0  # exact search against exact ground truth
-        else:
-            assert r["hnsw"] is not None and r["hnsw"]["ef"] >= 1
+        else:  # an index that answers: far better than chance on these small sets
+            assert r["recall_at_10"] >= 0.5, r
 
 
 @pytest.mark.slow
@@ -73,13 +56,14 @@ def test_quick_run_sweep_and_recommendation(quick_result):
     plan = result["plan"]
     assert sweep["datasets"] == ["real", "synthetic_10k"]
     assert len(sweep["rows"]) == 2 * len(plan["sweep_m"]) * len(plan["sweep_efc"]) * len(plan["sweep_ef"])
-    assert all(0.0 <= r["recall_at_10"] <= 1.0 and r["distances_per_query"] > 0 for r in sweep["rows"])
+    # HNSW compares a query with a fraction of the rows, not all of them
+    for r in sweep["rows"]:
+        assert 0 < r["distances_per_query"] < result["datasets"][r["dataset"]]["rows"], r
     pick = sweep["pick"]
     if pick["meets_target"]:
         assert min(pick["recall_at_10"].values()) >= vs.RECALL_TARGET
     rec = result["recommended"]
     assert (rec["hnsw_m"], rec["hnsw_ef_construction"]) == (pick["M"], pick["efConstruction"])
-    assert rec["hnsw_ef"] in plan["sweep_ef"] and rec["hnsw_ef"] >= vs.TOP_K
     tuned = result["milvus_ef_sweep"]["tuned"]
     assert set(tuned) == set(result["datasets"])
     by_ef = {key: {r["ef"]: r["recall_at_10"] for r in v["rows"]} for key, v in tuned.items()}
@@ -95,9 +79,9 @@ def test_quick_run_sweep_and_recommendation(quick_result):
         if r["role"] == "tuned":
             assert r["hnsw"] == {"M": rec["hnsw_m"], "efConstruction": rec["hnsw_ef_construction"],
                                  "ef": rec["hnsw_ef"]}, r
-        if r["role"] == "tuned" and r["engine"] == "milvus_server" and plan["settle"]:
-            # settled collections answer the same searches the same way as in their ef sweep
-            assert r["recall_at_10"] == pytest.approx(by_ef[r["dataset"]][rec["hnsw_ef"]], abs=0.01)
+        if r["role"] == "tuned" and r["engine"] == "milvus_server":
+            # the same searches as in its ef sweep (quick runs do not wait for compactions: some slack)
+            assert r["recall_at_10"] == pytest.approx(by_ef[r["dataset"]][rec["hnsw_ef"]], abs=0.05)
 
 
 @pytest.mark.slow
@@ -111,25 +95,31 @@ def test_markdown_and_targets(quick_result):
     assert "hnsw_ef_construction=" in md
     targets = vs.targets(result)
     assert {t.name.split(",")[2].strip().split(" ")[0] for t in targets} == {"real", "synthetic_10k"}
+    tuned = {r["dataset"]: r for r in result["engines"] if r["engine"] == "milvus_server" and r["role"] == "tuned"}
     for t in targets:
-        assert t.met == (float(t.measured) >= vs.RECALL_TARGET)
+        key = t.name.split(",")[2].strip().split(" ")[0]
+        assert t.met == (tuned[key]["recall_at_10"] >= vs.RECALL_TARGET)
         assert f"| {t.name} |" in md
 
 
-def test_recall_is_tie_aware_and_flat_search_is_exact():
+def test_recall_counts_an_exact_tie_at_the_kth_place_as_a_hit():
     rng = np.random.default_rng(0)
     db = rng.standard_normal((500, 16)).astype(np.float32)
-    db[1] = db[0]  # an exact duplicate: either may be returned
     db /= np.linalg.norm(db, axis=1, keepdims=True)
-    queries = np.concatenate([db[:1], rng.standard_normal((9, 16)).astype(np.float32)])
+    queries = rng.standard_normal((10, 16)).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    ds = vs.with_ground_truth(vs.Dataset("t", "t", db, queries))
     exact = np.argsort(-(queries @ db.T), axis=1)[:, :vs.TOP_K]
+    twin = len(db)  # an exact copy of query 0's k-th neighbour, outside the true top k by id
+    db = np.concatenate([db, db[exact[0, -1]][None]])
+    ds = vs.with_ground_truth(vs.Dataset("t", "t", db, queries))
     assert vs.recall_at_k(exact, ds) == 1.0
+    tied = exact.copy()
+    tied[0, -1] = twin  # the copy instead of the original: as near, so not a miss
+    assert vs.recall_at_k(tied, ds) == 1.0
+    worse = exact.copy()
+    worse[0, -1] = int(np.argsort(-(queries[0] @ db.T))[vs.TOP_K + 1])  # the (k+2)-th: a miss
+    assert vs.recall_at_k(worse, ds) == pytest.approx(1 - 1 / (10 * vs.TOP_K))
     assert vs.recall_at_k(np.full_like(exact, -1), ds) == 0.0
-    half = exact.copy()
-    half[:, 5:] = -1
-    assert vs.recall_at_k(half, ds) == pytest.approx(0.5)
 
 
 def test_synthetic_sets_are_seeded_prefixes():
