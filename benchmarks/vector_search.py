@@ -314,9 +314,9 @@ def real_embeddings(plan: Plan, cache: Path = CACHE) -> Dataset:
         console.print(f"real embeddings from the cache {cache}")
     elif plan.quick:
         tr = load_fashion_mnist("train")
-        train = _embed(dataset_to_uint8(tr)[:plan.real_train].numpy(), "embed train subset")
+        train = _embed(dataset_to_uint8(tr.subset(np.arange(plan.real_train))).numpy(), "embed train subset")
         copies = _embed(_copy_pixels(tr, range(plan.real_copies), SEED), "embed copies")
-        queries = _embed(dataset_to_uint8(load_fashion_mnist("test"))[test_order].numpy(), "embed test subset")
+        queries = _embed(dataset_to_uint8(load_fashion_mnist("test").subset(test_order)).numpy(), "embed test subset")
     else:
         tr, te = load_fashion_mnist("train"), load_fashion_mnist("test")
         t0 = time.perf_counter()
