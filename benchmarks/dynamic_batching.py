@@ -30,10 +30,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from benchmarks.common import Target, write_result
-from export.onnx_export import EMBEDDING_OUTPUT, INPUT_NAME
 from export.parity import real_images
 from export.repository import export_repository
-from server.launchers.triton import TritonServer
+from extractors.tensor_names import EMBEDDING_OUTPUT, INPUT_NAME
+from launchers.triton import TritonServer
 from server.settings import Settings
 
 console = Console()

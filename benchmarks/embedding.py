@@ -44,12 +44,12 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.common import Target, write_result
-from export.onnx_export import EMBEDDING_OUTPUT, INPUT_NAME
 from export.parity import compare, real_images
 from export.repository import export_repository
 from extractors.registry import IMAGENET_MEAN, IMAGENET_STD, REGISTRY, ExtractorSpec, get_spec, load_extractor, register
+from extractors.tensor_names import EMBEDDING_OUTPUT, INPUT_NAME
 from extractors.vit import build_vit
-from server.launchers.triton import TritonServer
+from launchers.triton import TritonServer
 
 console = Console()
 NAME = "embedding"

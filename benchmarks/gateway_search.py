@@ -34,8 +34,8 @@ from benchmarks.common import MILVUS_SETTLE_S, CpuMeter, Target, write_result
 from clients.indexing import index_images
 from clients.sdk import SearchClient
 from extractors.datasets import load_fashion_mnist
-from server.launchers.stack import Stack
-from server.launchers.triton import free_port
+from launchers.ports import free_port
+from launchers.stack import Stack
 from server.settings import Settings
 from visualsearch.v1 import search_pb2 as pb
 from visualsearch.v1 import search_pb2_grpc

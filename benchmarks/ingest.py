@@ -180,8 +180,8 @@ def _sweep_settings(defaults: tuple[int, int, bool], settings: tuple[tuple[int, 
 def run(quick: bool = False, n_images: int | None = None, sweep_images: int | None = None, rounds: int | None = None,
         sweep: tuple[tuple[int, int, bool], ...] | None = None) -> dict:
     from extractors.datasets import load_fashion_mnist
-    from server.launchers.ports import free_port
-    from server.launchers.stack import Stack
+    from launchers.ports import free_port
+    from launchers.stack import Stack
     from server.settings import Settings
 
     n_images = n_images or (2000 if quick else 70000)

@@ -793,7 +793,7 @@ class Servers:
         self.shared_server = None
 
     def start(self, key: str):
-        from server.launchers.milvus import MilvusServer
+        from launchers.milvus import MilvusServer
 
         if self.shared and self.shared_server is not None:
             return self.shared_server
@@ -840,7 +840,7 @@ def run(quick: bool = False, lite_1m: bool = False, skip_1m: bool = False) -> di
     target on every data set. Pass 2: every engine measured at the chosen parameters."""
     import faiss
 
-    from server.launchers.milvus import milvus_version
+    from launchers.milvus import milvus_version
 
     plan = make_plan(quick, lite_1m, skip_1m)
     t_start = _T0[0] = time.perf_counter()

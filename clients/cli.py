@@ -118,7 +118,7 @@ def triton_cmd(
     metrics_port: int = typer.Option(None),
 ) -> None:
     """Run the real tritonserver (from the nvidia-pytriton wheel) on the model repository until Ctrl+C."""
-    from server.launchers.triton import run_forever
+    from launchers.triton import run_forever
 
     raise typer.Exit(run_forever(model_repository=repository, grpc_port=grpc_port, http_port=http_port,
                                  metrics_port=metrics_port))
@@ -130,7 +130,7 @@ def milvus_cmd(
     port: int = typer.Option(None, help="client port (default: settings.milvus_port)"),
 ) -> None:
     """Run the real Milvus standalone server (from the `milvus` wheel) on loopback until Ctrl+C."""
-    from server.launchers.milvus import MilvusServer
+    from launchers.milvus import MilvusServer
     from server.settings import Settings
 
     settings = Settings()
@@ -156,7 +156,7 @@ def up_cmd(milvus_uri: str = typer.Option(None, help="use this Milvus instead of
     import signal
     import threading
 
-    from server.launchers.stack import Stack
+    from launchers.stack import Stack
     from server.settings import Settings
 
     stop = threading.Event()

@@ -19,8 +19,8 @@ from clients.results import hits_table, save_grid, write_html
 from clients.sdk import SearchClient
 from extractors.copies import CopyConfig, make_copies
 from extractors.datasets import load_fashion_mnist, load_photos
-from server.launchers.stack import Stack
-from server.launchers.triton import free_port
+from launchers.ports import free_port
+from launchers.stack import Stack
 from server.settings import Settings
 
 console = Console()

@@ -20,8 +20,8 @@ from clients.sdk import SearchClient, search_request
 from extractors.datasets import load_fashion_mnist
 from extractors.knn_report import embed_uint8
 from extractors.training import dataset_to_uint8
-from server.launchers.stack import Stack
-from server.launchers.triton import free_port
+from launchers.ports import free_port
+from launchers.stack import Stack
 from server.settings import Settings
 
 console = Console()

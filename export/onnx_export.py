@@ -10,10 +10,7 @@ import onnx
 import torch
 
 from extractors.registry import get_spec, load_extractor
-
-INPUT_NAME = "pixels"
-EMBEDDING_OUTPUT = "embedding"
-ATTENTION_OUTPUT = "attention"
+from extractors.tensor_names import ATTENTION_OUTPUT, EMBEDDING_OUTPUT, INPUT_NAME
 
 
 def output_names(name: str) -> list[str]:

@@ -10,9 +10,9 @@ import onnxruntime as ort
 import torch
 from PIL import Image
 
-from export.onnx_export import EMBEDDING_OUTPUT, INPUT_NAME
 from extractors.datasets import load_fashion_mnist, load_photos
 from extractors.registry import get_spec, load_extractor
+from extractors.tensor_names import EMBEDDING_OUTPUT, INPUT_NAME
 
 MIN_COSINE = 0.99999
 MAX_ABS_DIFF = 1e-4

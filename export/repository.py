@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from export.onnx_cpu import write_served_graphs
-from export.onnx_export import EMBEDDING_OUTPUT, INPUT_NAME, export_onnx
+from export.onnx_export import export_onnx
 from export.parity import ParityResult, check_parity, onnx_session
 from export.triton_config import parse_config, render_config
 from extractors.registry import get_spec
+from extractors.tensor_names import EMBEDDING_OUTPUT, INPUT_NAME
 from server.settings import Settings
 
 MODEL_PY = Path(__file__).parent / "templates" / "model.py"

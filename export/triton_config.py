@@ -8,6 +8,7 @@ Dynamic batching and instance counts come from ``Settings``."""
 
 from __future__ import annotations
 
+from extractors.tensor_names import INPUT_NAME
 from server.settings import Settings
 
 TARGETS = ("cpu", "gpu", "tensorrt")
@@ -29,7 +30,7 @@ def render_config(model: str, input_size: int, outputs: dict[str, list[int]], ta
         f'name: "{model}"',
         f'backend: "{backend}"',
         f"max_batch_size: {settings.triton_max_batch_size}",
-        f'input [ {{ name: "pixels" data_type: TYPE_UINT8 dims: {_dims(input_dims)} }} ]',
+        f'input [ {{ name: "{INPUT_NAME}" data_type: TYPE_UINT8 dims: {_dims(input_dims)} }} ]',
         "output [",
         ",\n".join(f'  {{ name: "{n}" data_type: TYPE_FP32 dims: {_dims(d)} }}' for n, d in outputs.items()),
         "]",
@@ -56,7 +57,7 @@ def render_config(model: str, input_size: int, outputs: dict[str, list[int]], ta
     if target in ("gpu", "tensorrt"):
         warm = min(8, settings.triton_max_batch_size)
         lines += [
-            f'model_warmup [ {{ name: "warmup_batch_{warm}" batch_size: {warm} inputs {{ key: "pixels" value: {{',
+            f'model_warmup [ {{ name: "warmup_batch_{warm}" batch_size: {warm} inputs {{ key: "{INPUT_NAME}" value: {{',
             f"  data_type: TYPE_UINT8 dims: {_dims(input_dims)} zero_data: true }} }} }} ]",
         ]
     return "\n".join(line for line in lines if line) + "\n"

@@ -24,3 +24,18 @@ def to_rgb(im: Image.Image) -> Image.Image:
         background = Image.new("RGBA", im.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, im.convert("RGBA")).convert("RGB")
     return im.convert("RGB")
+
+
+def to_model_input(im: Image.Image, size: int) -> np.ndarray:
+    """The one model-input resize: any Pillow image -> uint8 [3, size, size] RGB (EXIF orientation applied, then
+    a bilinear resize of the whole image to a square). The gateway, export's parity check and the offline
+    evaluation all call this, so an image embedded offline and the same image sent to the gateway match."""
+    rgb = to_rgb(im)
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
+
+
+def array_to_model_input(image: np.ndarray, size: int) -> np.ndarray:
+    """An HxW (grey) or HxWx3 uint8 array -> uint8 [3, size, size], through ``to_model_input``."""
+    return to_model_input(Image.fromarray(np.asarray(image, dtype=np.uint8)), size)

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
                                 "write for flush_idle_s is flushed, so Milvus seals and indexes them (growing segments "
                                 "are searched by brute force)")
     flush_idle_s: float = 2.0
+    milvus_write_batch_rows: int = Field(5000, description="most rows in one Milvus insert/upsert message")
+    milvus_write_batch_bytes: int = Field(16 << 20, description="most bytes in one Milvus insert/upsert message "
+                                          "(well under the proxy's 64 MB limit)")
 
     # Gateway
     host: str = "127.0.0.1"

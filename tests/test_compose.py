@@ -250,7 +250,7 @@ def test_healthcheck_command_works_against_a_real_gateway(gateway, tmp_path):
     run = subprocess.run([sys.executable, *cmd[1:]], env={"VSEARCH_PORT": port}, capture_output=True,
                          timeout=30, cwd=tmp_path)
     assert run.returncode == 0, run.stderr.decode()[-2000:]
-    from server.launchers.triton import free_port
+    from launchers.ports import free_port
 
     dead = subprocess.run([sys.executable, *cmd[1:]], env={"VSEARCH_PORT": str(free_port())}, capture_output=True,
                           timeout=30, cwd=tmp_path)

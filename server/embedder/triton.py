@@ -13,10 +13,9 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from extractors.tensor_names import EMBEDDING_OUTPUT, INPUT_NAME
 from server.embedder.base import EmbedderError, EmbedderUnavailable, ModelDescription
 
-INPUT_NAME = "pixels"
-OUTPUT_NAME = "embedding"
 _TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
 
 
@@ -54,11 +53,11 @@ class TritonEmbedder:
             raise EmbedderError(f"pixels must be uint8 [B, 3, S, S], got {pixels.dtype} {pixels.shape}")
         inp = grpcclient.InferInput(INPUT_NAME, list(pixels.shape), "UINT8")
         inp.set_data_from_numpy(np.ascontiguousarray(pixels))
-        out = [grpcclient.InferRequestedOutput(OUTPUT_NAME)]
+        out = [grpcclient.InferRequestedOutput(EMBEDDING_OUTPUT)]
 
         async def infer(client):
             result = await client.infer(model, [inp], outputs=out, client_timeout=self.timeout_s)
-            return result.as_numpy(OUTPUT_NAME)
+            return result.as_numpy(EMBEDDING_OUTPUT)
 
         return await self._call(f"embedding with {model}", infer)
 
@@ -69,7 +68,7 @@ class TritonEmbedder:
 
             cfg = (await self._call(f"the config of {model}", config))["config"]
             dims = [int(d) for d in cfg["input"][0]["dims"]]
-            out = next(o for o in cfg["output"] if o["name"] == OUTPUT_NAME)
+            out = next(o for o in cfg["output"] if o["name"] == EMBEDDING_OUTPUT)
             self._descriptions[model] = ModelDescription(model, int(out["dims"][0]), dims[-1])
         return self._descriptions[model]
 

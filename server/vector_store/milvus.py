@@ -1,5 +1,5 @@
 """``VectorStore`` on Milvus through ``pymilvus.MilvusClient``: a Milvus server (``http://host:port``; here the
-2.3.5 standalone from ``server.launchers.milvus``, in production standalone or cluster) or a Milvus Lite
+2.3.5 standalone from ``launchers.milvus``, in production standalone or cluster) or a Milvus Lite
 ``.db`` path (needs the ``milvus-lite`` package).
 
 One collection per model, ``vs_<model>``: ``id`` VARCHAR primary key (``settings.max_id_length``), ``vector``
@@ -57,8 +57,6 @@ _UNAVAILABLE_GRPC = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEE
 _CODE_NOT_FOUND = 100
 _CODE_NOT_LOADED = 101
 _MAX_DIM = 32768
-_BATCH_BYTES = 16 << 20  # keep each insert message well under the proxy's 64 MB limit
-_MAX_BATCH_ROWS = 5000
 _STRONG_AFTER_DELETE_S = 6.0  # > Milvus's Bounded staleness (common.gracefulTime, 5 s)
 
 
@@ -306,7 +304,8 @@ class MilvusVectorStore:
                              lambda c, **kw: c.describe_index(name, index_name=VECTOR_FIELD, **kw))
             if idx:
                 info["metric"] = idx.get("metric_type", METRIC)
-                info["index"] = {k: idx[k] for k in ("index_type", "M", "efConstruction") if k in idx}
+                info["index"] = {k: idx[k] for k in ("index_type", "M", "efConstruction", "indexed_rows",
+                                                     "total_rows") if k in idx}
         return info
 
     def count(self, model: str) -> int:
@@ -379,7 +378,8 @@ class MilvusVectorStore:
         order = sorted(last.values())
         rows = [{ID_FIELD: ids[k], VECTOR_FIELD: arr[k].tolist(), METADATA_FIELD: metadata[k]} for k in order]
         row_sizes = [dim * 4 + sizes[k] + len(ids[k]) + 64 for k in order]
-        for batch in _batches(rows, row_sizes):
+        for batch in _batches(rows, row_sizes, self.settings.milvus_write_batch_bytes,
+                              self.settings.milvus_write_batch_rows):
             self._call("upsert", model, lambda c, b=batch, **kw: c.upsert(name, data=b, **kw))
         if self.is_lite:
             # Lite re-copies unflushed rows on every search (15k rows: 1.6 s per search; 10 ms after a flush).
@@ -497,11 +497,11 @@ def _vector_dim(info: dict) -> int | None:
     return None
 
 
-def _batches(rows: list[dict], sizes: list[int]) -> Iterator[list[dict]]:
+def _batches(rows: list[dict], sizes: list[int], max_bytes: int, max_rows: int) -> Iterator[list[dict]]:
     batch: list[dict] = []
     total = 0
     for row, size in zip(rows, sizes, strict=True):
-        if batch and (total + size > _BATCH_BYTES or len(batch) >= _MAX_BATCH_ROWS):
+        if batch and (total + size > max_bytes or len(batch) >= max_rows):
             yield batch
             batch, total = [], 0
         batch.append(row)

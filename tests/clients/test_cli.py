@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from clients.cli import app
 from extractors.datasets import load_fashion_mnist
-from server.launchers.triton import free_port
+from launchers.ports import free_port
 from tests.fixtures.models import VIT_MODEL
 
 runner = CliRunner()

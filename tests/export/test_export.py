@@ -6,9 +6,9 @@ import numpy as np
 import onnx
 import pytest
 
-from export.onnx_export import EMBEDDING_OUTPUT, INPUT_NAME
 from export.parity import MAX_ABS_DIFF, MIN_COSINE, onnx_session, real_images
 from export.triton_config import TARGETS, parse_config, render_config
+from extractors.tensor_names import EMBEDDING_OUTPUT, INPUT_NAME
 from server.settings import Settings
 from tests.fixtures.models import CNN_MODEL, SERVED_MODELS, VIT_MODEL
 

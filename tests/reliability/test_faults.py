@@ -17,9 +17,9 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from extractors.datasets import load_fashion_mnist
-from server.launchers.gateway import GatewayProcess
-from server.launchers.milvus import MilvusServer
-from server.launchers.triton import TritonServer
+from launchers.gateway import GatewayProcess
+from launchers.milvus import MilvusServer
+from launchers.triton import TritonServer
 from tests.fixtures.gateway import png_bytes
 from tests.fixtures.models import CNN_MODEL, VIT_MODEL
 from tests.fixtures.triton import start_triton

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from extractors.datasets import load_fashion_mnist
+from launchers.gateway import GatewayProcess
 from server.convert import InvalidRequest, check_id
-from server.launchers.gateway import GatewayProcess
 from server.settings import Settings
 from tests.fixtures.gateway import png_bytes
 from tests.fixtures.models import VIT_MODEL

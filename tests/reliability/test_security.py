@@ -13,7 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.sdk import SearchClient, SearchError
-from server.launchers.gateway import GatewayProcess
+from launchers.gateway import GatewayProcess
 from tests.fixtures.models import VIT_MODEL
 from visualsearch.v1 import search_pb2 as pb
 from visualsearch.v1 import search_pb2_grpc

@@ -14,7 +14,7 @@ import grpc
 import numpy as np
 
 from extractors.datasets import load_fashion_mnist
-from server.launchers.gateway import GatewayProcess
+from launchers.gateway import GatewayProcess
 from tests.fixtures.gateway import png_bytes
 from tests.fixtures.models import VIT_MODEL
 from visualsearch.v1 import search_pb2 as pb

@@ -12,8 +12,8 @@ from PIL import Image
 
 from extractors.copies import CopyConfig, make_copies
 from extractors.datasets import load_fashion_mnist, load_photos
-from server.launchers.gateway import GatewayProcess
-from server.launchers.triton import free_port
+from launchers.gateway import GatewayProcess
+from launchers.ports import free_port
 from tests.fixtures.gateway import png_bytes
 from tests.fixtures.models import CNN_MODEL, VIT_MODEL
 from visualsearch.v1 import search_pb2 as pb

@@ -9,9 +9,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from export.onnx_export import EMBEDDING_OUTPUT, INPUT_NAME
 from export.parity import compare, onnx_session, real_images
 from extractors.registry import get_spec
+from extractors.tensor_names import EMBEDDING_OUTPUT, INPUT_NAME
 from tests.fixtures.models import SERVED_MODELS, VIT_MODEL
 
 

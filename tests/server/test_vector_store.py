@@ -308,7 +308,7 @@ def test_model_names_are_sanitised(fresh: StoreUnderTest):
 
 # -- availability ----------------------------------------------------------------------------------------------
 def test_unreachable_server_is_unavailable():
-    from server.launchers.ports import free_port
+    from launchers.ports import free_port
 
     store = open_store(f"http://127.0.0.1:{free_port()}", Settings(), timeout_s=2)
     try:
@@ -326,7 +326,7 @@ def test_unreachable_server_is_unavailable():
 @pytest.mark.slow
 def test_data_survives_server_restart(tmp_path):
     """On its own instance (restarting the session's would disturb the other tests' collections)."""
-    from server.launchers.milvus import MilvusServer
+    from launchers.milvus import MilvusServer
 
     m = unique_model()
     with MilvusServer(tmp_path / "milvus", startup_timeout_s=180) as server:

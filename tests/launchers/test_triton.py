@@ -14,7 +14,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from server.launchers.triton import SHM_DIR, TritonServer, TritonStartupError, find_tritonserver, free_port
+from launchers.ports import free_port
+from launchers.triton import SHM_DIR, TritonServer, TritonStartupError, find_tritonserver
 from tests.fixtures.triton import start_triton
 
 
@@ -119,7 +120,7 @@ def test_startup_failure_reports_log_tail(tmp_path: Path) -> None:
 def test_run_forever_stops_on_sigterm(tiny_triton_repo: Path) -> None:
     grpc_port, http_port, metrics_port = (free_port() for _ in range(3))
     code = (
-        "import sys; from pathlib import Path; from server.launchers.triton import run_forever; "
+        "import sys; from pathlib import Path; from launchers.triton import run_forever; "
         f"sys.exit(run_forever(Path({str(tiny_triton_repo)!r}), {grpc_port}, {http_port}, {metrics_port}))"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=Path.cwd())

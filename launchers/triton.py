@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
-from server.launchers.ports import free_port
+from launchers.ports import free_port
 from server.settings import Settings
 
 SHM_DIR = Path("/dev/shm")

@@ -46,7 +46,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
-from server.launchers.ports import free_port
+from launchers.ports import free_port
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from pymilvus import MilvusClient
 
-from server.launchers.milvus import COMPONENTS, MilvusServer, _set_nested, render_config
-from server.launchers.ports import free_port
+from launchers.milvus import COMPONENTS, MilvusServer, _set_nested, render_config
+from launchers.ports import free_port
 from server.settings import Settings
 from server.vector_store.milvus import MilvusVectorStore
 from tests.fixtures.milvus import unique_model, wait_serving

@@ -10,9 +10,9 @@ from rich.console import Console
 
 from export.repository import export_model
 from extractors.registry import get_spec
-from server.launchers.gateway import GatewayProcess
-from server.launchers.milvus import MilvusServer
-from server.launchers.triton import TritonServer
+from launchers.gateway import GatewayProcess
+from launchers.milvus import MilvusServer
+from launchers.triton import TritonServer
 from server.settings import Settings
 
 console = Console()
