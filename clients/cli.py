@@ -98,14 +98,14 @@ def export_cmd(
     parity: bool = typer.Option(True, help="check ONNX Runtime against torch on real images"),
 ) -> None:
     """Export extractors to ONNX inside a Triton model repository."""
-    from export.repository import export_model
+    from launchers.exporting import export_served
     from server.settings import Settings
 
     settings = Settings()
     target = target or settings.export_target
     repo = repository or (settings.model_repository if target == "cpu" else Path("model_repository_gpu"))
     for name in model or settings.models:
-        result = export_model(name, repo, target, settings, parity=parity)
+        result = export_served(name, repo, target, settings, parity=parity)
         checks = ", ".join(f"batch {p.batch}: cos {p.min_cosine:.7f} maxdiff {p.max_abs_diff:.1e}"
                            for p in result.parity)
         console.print(f"[green]exported[/] {name} -> {result.path} ({target}) {checks}")
@@ -318,7 +318,7 @@ def eval_cmd(
     elif not report_only:
         run_protocol(extractor or None, quick=quick, out_dir=out, seed=seed)
     if serving_check:
-        from evaluation.serving_check import run as run_serving_check
+        from clients.serving_check import run as run_serving_check
 
         run_serving_check(out=out / "serving_check.json")
     if report or report_only:

@@ -12,10 +12,9 @@ import numpy as np
 from export.onnx_cpu import write_served_graphs
 from export.onnx_export import export_onnx
 from export.parity import ParityResult, check_parity, onnx_session
-from export.triton_config import parse_config, render_config
+from export.triton_config import TritonModelConfig, parse_config, render_config
 from extractors.registry import get_spec
 from extractors.tensor_names import EMBEDDING_OUTPUT, INPUT_NAME
-from server.settings import Settings
 
 MODEL_PY = Path(__file__).parent / "templates" / "model.py"
 
@@ -36,13 +35,12 @@ def onnx_output_dims(path: Path, input_size: int) -> dict[str, list[int]]:
     return {n: list(out.shape[1:]) for n, out in zip(names, session.run(names, {INPUT_NAME: x}), strict=True)}
 
 
-def export_model(name: str, repo: Path, target: str = "cpu", settings: Settings | None = None,
-                 weights_path: Path | None = None, parity: bool = True) -> ExportResult:
-    settings = settings or Settings()
+def export_model(name: str, repo: Path, target: str, config: TritonModelConfig, weights_path: Path | None = None,
+                 parity: bool = True) -> ExportResult:
     spec = get_spec(name)
     model_dir = Path(repo) / name
     version_dir = model_dir / "1"
-    onnx_path = export_onnx(name, version_dir / "model.onnx", settings.onnx_opset, weights_path)
+    onnx_path = export_onnx(name, version_dir / "model.onnx", config.onnx_opset, weights_path)
     result = ExportResult(name, model_dir)
     if parity:
         result.parity = check_parity(name, onnx_path, weights_path=weights_path)
@@ -54,13 +52,13 @@ def export_model(name: str, repo: Path, target: str = "cpu", settings: Settings 
     if target == "tensorrt":
         from export.tensorrt import build_plan
 
-        build_plan(onnx_path, version_dir / "model.plan", settings.triton_max_batch_size, spec.input_size)
-    text = render_config(name, spec.input_size, onnx_output_dims(onnx_path, spec.input_size), target, settings)
+        build_plan(onnx_path, version_dir / "model.plan", config.max_batch_size, spec.input_size)
+    text = render_config(name, spec.input_size, onnx_output_dims(onnx_path, spec.input_size), target, config)
     parse_config(text)  # never write a config Triton would reject
     (model_dir / "config.pbtxt").write_text(text)
     return result
 
 
-def export_repository(names: list[str], repo: Path, target: str = "cpu", settings: Settings | None = None,
+def export_repository(names: list[str], repo: Path, target: str, config: TritonModelConfig,
                       parity: bool = True) -> list[ExportResult]:
-    return [export_model(n, repo, target, settings, parity=parity) for n in names]
+    return [export_model(n, repo, target, config, parity=parity) for n in names]

@@ -8,26 +8,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from export.repository import export_model
-from extractors.registry import get_spec
+from launchers.exporting import ensure_exported
 from launchers.gateway import GatewayProcess
 from launchers.milvus import MilvusServer
 from launchers.triton import TritonServer
 from server.settings import Settings
 
 console = Console()
-
-
-def ensure_exported(settings: Settings) -> None:
-    """Exports every served model whose ``model.onnx`` is missing or older than its weights (weights are
-    committed, ONNX is built), so a retrained checkpoint is never served from a stale graph."""
-    for name in settings.models:
-        onnx_path = settings.model_repository / name / "1" / "model.onnx"
-        weights = get_spec(name).weights()
-        stale = weights is not None and onnx_path.exists() and weights.stat().st_mtime > onnx_path.stat().st_mtime
-        if not onnx_path.exists() or stale:
-            console.print(f"exporting [cyan]{name}[/] to {settings.model_repository}")
-            export_model(name, settings.model_repository, "cpu", settings)
 
 
 class Stack(contextlib.AbstractContextManager):

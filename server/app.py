@@ -71,7 +71,8 @@ class Gateway:
     async def update_health(self) -> bool:
         triton_ok = await self.embedder.ready()
         try:
-            milvus_ok = await asyncio.wait_for(asyncio.to_thread(self.store.ping), timeout=2.0)
+            milvus_ok = await asyncio.wait_for(asyncio.to_thread(self.store.ping),
+                                               timeout=self.settings.milvus_ping_timeout_s)
         except TimeoutError:
             milvus_ok = False
         ok = triton_ok and milvus_ok

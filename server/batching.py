@@ -37,10 +37,16 @@ class Coalescer(Generic[K, T, R]):
         self.items = 0
 
     async def submit(self, key: K, item: T) -> R:
-        future = asyncio.get_running_loop().create_future()
-        self._pending.setdefault(key, []).append((item, future))
+        (result,) = await self.submit_many(key, [item])
+        return result
+
+    async def submit_many(self, key: K, items: list[T]) -> list[R]:
+        """Several items of one caller, queued together: on an idle key they leave in the same batch."""
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in items]
+        self._pending.setdefault(key, []).extend(zip(items, futures, strict=True))
         self._start(key)
-        return await future
+        return list(await asyncio.gather(*futures))
 
     def _start(self, key: K) -> None:
         while self._pending.get(key) and self._in_flight.get(key, 0) < self.max_in_flight:

@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from extractors.imaging import to_rgb
+from extractors.imaging import to_model_input as model_input
 
 ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"}
 
@@ -62,15 +62,10 @@ def to_model_input(im: Image.Image, size: int) -> np.ndarray:
             if im.format == "JPEG":
                 im.draft("RGB", (size, size))  # decode at the smallest 1/2^k scale still >= size
             im.load()
-            rgb = to_rgb(im).resize((size, size), Image.Resampling.BILINEAR)
+            return model_input(im, size)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageRejected(f"image is too large to decode: {e}", too_large=True) from None
     except _CORRUPT as e:
         # Truncated and corrupt files surface as any of these from Pillow's plugins.
         raise ImageRejected(f"image is corrupt or truncated: {type(e).__name__}: {e}") from None
-    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
 
-
-def decode_image(data: bytes, size: int, max_bytes: int, max_pixels: int) -> np.ndarray:
-    """Bytes of any common format -> uint8 [3, size, size] RGB (EXIF orientation applied, then resized)."""
-    return to_model_input(open_image(data, max_bytes, max_pixels), size)

@@ -11,10 +11,10 @@ import time
 
 import grpc
 
-from server.convert import InvalidRequest
+from server.errors import status_of
 from server.metrics import GatewayMetrics
-from server.service import status_of
 from server.settings import Settings
+from server.validation import InvalidRequest
 
 log = logging.getLogger("vsearch.gateway")
 SERVICE_PREFIX = "/visualsearch.v1.SearchService/"

@@ -1,4 +1,10 @@
-"""The SearchService handlers: decode -> embed (Triton) -> vector search (Milvus), with clear errors."""
+"""The SearchService handlers: decode -> embed (Triton) -> vector search (Milvus), with clear errors.
+
+Every search (Search and SearchBatch; by image, vector or stored id) takes one path: ``_search`` validates the
+requests, prepares each query (decodes its image, or reads its stored vector), and submits them to one coalescer,
+whose batches embed all their images in one Triton call and search all their vectors in one Milvus call. Upsert
+uses the same decode and embed stages. Rules on request fields live in ``server.validation``; statuses in
+``server.errors``."""
 
 from __future__ import annotations
 
@@ -6,66 +12,83 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
 
 from server.batching import Coalescer
-from server.convert import (
-    OPS,
-    InvalidRequest,
-    check_id,
-    metadata_from_proto,
-    metadata_to_proto,
-    value_to_python,
-    vector_from_proto,
-)
-from server.embedder import Embedder, EmbedderError, EmbedderUnavailable, ModelDescription
-from server.imaging import ImageRejected, open_image, to_model_input
+from server.convert import filters_from_proto, metadata_from_proto, metadata_to_proto, vector_from_proto
+from server.embedder import Embedder, EmbedderUnavailable, ModelDescription
+from server.errors import RpcError, status_of
+from server.imaging import open_image, to_model_input
 from server.metrics import GatewayMetrics
 from server.settings import Settings
-from server.vector_store import FilterClause, VectorStore, VectorStoreError, VectorStoreUnavailable
+from server.validation import InvalidRequest, check_id, check_ids, check_top_k
+from server.vector_store import FilterClause, Hit, VectorStore, VectorStoreUnavailable
 from visualsearch.v1 import search_pb2 as pb
 from visualsearch.v1 import search_pb2_grpc
 
 log = logging.getLogger("vsearch.gateway")
-DEFAULT_TOP_K = 10
-UPSERT_CHUNK = 64  # items embedded and written together; bounds memory on long streams
+
+
+@dataclass(frozen=True)
+class BatchKey:
+    """Searches share a batch when they ask the same model the same question shape."""
+
+    model: str
+    filters: tuple[FilterClause, ...]
+    output_fields: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """A validated search request."""
+
+    request: pb.SearchRequest
+    model: ModelDescription
+    key: BatchKey
+    top_k: int
 
 
 @dataclass(frozen=True)
 class Query:
     """One search waiting for its batch: pixels to embed, or a vector already."""
+
     pixels: np.ndarray | None
     vector: np.ndarray | None
     top_k: int
-    filters: list[FilterClause]
 
 
-class RpcError(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+@dataclass(frozen=True)
+class BatchResult:
+    """One query's hits (cut to its own top_k), with its batch's embed and search times."""
+
+    hits: list[Hit]
+    embed_ms: float
+    search_ms: float
 
 
-def status_of(e: Exception) -> tuple[grpc.StatusCode, str]:
-    """Every failure the handlers know, as the status that tells the caller what to do."""
-    if isinstance(e, RpcError):
-        return e.code, str(e)
-    if isinstance(e, ImageRejected):
-        return (grpc.StatusCode.RESOURCE_EXHAUSTED if e.too_large else grpc.StatusCode.INVALID_ARGUMENT), str(e)
-    if isinstance(e, InvalidRequest | VectorStoreError | ValueError):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(e)
-    if isinstance(e, EmbedderUnavailable):
-        return grpc.StatusCode.UNAVAILABLE, f"embedding service unavailable, retry later: {e}"
-    if isinstance(e, VectorStoreUnavailable):
-        return grpc.StatusCode.UNAVAILABLE, f"vector database unavailable, retry later: {e}"
-    if isinstance(e, EmbedderError):
-        return grpc.StatusCode.INTERNAL, str(e)
-    if isinstance(e, asyncio.TimeoutError | TimeoutError):
-        return grpc.StatusCode.DEADLINE_EXCEEDED, "the request ran out of time"
-    return grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}"
+@dataclass
+class Timings:
+    decode_ms: float = 0.0
+    embed_ms: float = 0.0
+    search_ms: float = 0.0
+    total_ms: float = 0.0
+
+    def proto(self) -> pb.StageTimings:
+        return pb.StageTimings(decode_ms=self.decode_ms, embed_ms=self.embed_ms, search_ms=self.search_ms,
+                               total_ms=self.total_ms)
+
+
+@dataclass
+class PreparedItem:
+    """An upserted item that passed validation: pixels to embed, or its vector."""
+
+    id: str
+    pixels: np.ndarray | None
+    vector: np.ndarray | None
+    metadata: dict = field(default_factory=dict)
 
 
 class SearchService(search_pb2_grpc.SearchServiceServicer):
@@ -76,15 +99,231 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         self.metrics = metrics
         self._models: dict[str, ModelDescription] = {}
         self._collections: set[str] = set()
-        # Concurrent searches of one model with the same filters share their backend calls: one Triton call
-        # embeds their images, one Milvus search (nq = batch) finds their neighbours (see server/batching.py).
-        self._queries = Coalescer(self._run_queries, settings.coalesce_max_batch, settings.coalesce_max_in_flight)
+        # Concurrent searches with the same BatchKey share their backend calls (see server/batching.py).
+        self._batches: Coalescer[BatchKey, Query, BatchResult] = Coalescer(
+            self._run_batch, settings.coalesce_max_batch, settings.coalesce_max_in_flight)
         self._unflushed: dict[str, int] = {}  # model -> rows written since our last flush
         self._flush_timers: dict[str, asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task] = set()
 
-    # ------------------------------------------------------------------------------------------ helpers
-    async def model(self, name: str) -> ModelDescription:
+    # --------------------------------------------------------------------------------------------- RPCs
+    async def Search(self, request, context):
+        (response,) = await self._search([request])
+        return response
+
+    async def SearchBatch(self, request, context):
+        n = len(request.queries)
+        if n == 0:
+            raise InvalidRequest("SearchBatch needs at least one query")
+        if n > self.settings.max_batch_queries:
+            raise RpcError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"{n} queries in one batch; the limit is {self.settings.max_batch_queries}")
+        return pb.SearchBatchResponse(results=await self._search(list(request.queries)))
+
+    async def Upsert(self, request_iterator: AsyncIterator[pb.UpsertRequest], context):
+        received, upserted, errors = 0, 0, []
+        chunk: list[pb.UpsertRequest] = []
+        async for item in request_iterator:
+            received += 1
+            chunk.append(item)
+            if len(chunk) >= self.settings.upsert_chunk:
+                upserted += await self._upsert_chunk(chunk, errors)
+                chunk = []
+        if chunk:
+            upserted += await self._upsert_chunk(chunk, errors)
+        return pb.UpsertResponse(received=received, upserted=upserted, errors=errors)
+
+    async def Delete(self, request, context):
+        model = await self._model(request.model)
+        ids = check_ids(list(request.ids), self.settings.max_id_length, "Delete")
+        await self._ensure_collection(model)
+        deleted = await self._store(self.store.delete, model.name, ids)
+        return pb.DeleteResponse(deleted=deleted)
+
+    async def Get(self, request, context):
+        model = await self._model(request.model)
+        if not request.ids:
+            return pb.GetResponse()
+        ids = check_ids(list(request.ids), self.settings.max_id_length, "Get", self.settings.max_top_k)
+        await self._ensure_collection(model)
+        records = await self._store(self.store.get, model.name, ids)
+        return pb.GetResponse(items=[
+            pb.Item(id=r.id, metadata=metadata_to_proto(r.metadata),
+                    vector=pb.Vector(values=np.asarray(r.vector).tolist()) if request.include_vectors else None)
+            for r in records])
+
+    async def ListModels(self, request, context):
+        self._models = {m.name: m for m in await self.embedder.models()}
+        out = []
+        for m in self._models.values():
+            info = await self._store(self.store.describe, m.name)
+            out.append(pb.ModelInfo(name=m.name, dim=m.dim, metric="COSINE", input_size=m.input_size,
+                                    count=int(info["count"]) if info else 0))
+        return pb.ListModelsResponse(models=out)
+
+    # ------------------------------------------------------------------------------------ the search path
+    async def _search(self, requests: list[pb.SearchRequest]) -> list[pb.SearchResponse]:
+        """Validate every request (a bad one fails the call before any backend work), prepare the queries
+        concurrently, then submit them together: queries with one BatchKey go out in the same batch."""
+        start = time.perf_counter()
+        plans = [await self._plan(r) for r in requests]
+        timings = [Timings() for _ in plans]
+        queries = await asyncio.gather(*[self._query(p, t) for p, t in zip(plans, timings, strict=True)])
+        for model in {p.model.name: p.model for p in plans}.values():
+            await self._ensure_collection(model)
+        groups: dict[BatchKey, list[int]] = {}
+        for i, plan in enumerate(plans):
+            groups.setdefault(plan.key, []).append(i)
+        t0 = time.perf_counter()
+        results: list[BatchResult | None] = [None] * len(plans)
+        waited = [0.0] * len(plans)
+
+        async def submit(key: BatchKey, idx: list[int]) -> None:
+            out = await self._batches.submit_many(key, [queries[i] for i in idx])
+            done = (time.perf_counter() - t0) * 1e3
+            for i, result in zip(idx, out, strict=True):
+                results[i], waited[i] = result, done
+
+        await asyncio.gather(*[submit(key, idx) for key, idx in groups.items()])
+        return [self._response(p, q, r, t, w, start)
+                for p, q, r, t, w in zip(plans, queries, results, timings, waited, strict=True)]
+
+    async def _plan(self, req: pb.SearchRequest) -> SearchPlan:
+        s = self.settings
+        model = await self._model(req.model)
+        top_k = check_top_k(req.top_k, s.default_top_k, s.max_top_k)
+        key = BatchKey(model.name, filters_from_proto(req.filters, s), tuple(req.output_fields) or None)
+        return SearchPlan(req, model, key, top_k)
+
+    async def _query(self, plan: SearchPlan, t: Timings) -> Query:
+        """Pixels for an image query, the vector for a vector query or a stored id."""
+        req, model = plan.request, plan.model
+        kind = req.WhichOneof("query")
+        if kind == "image":
+            t0 = time.perf_counter()
+            pixels = await self._decode(req.image, model.input_size)
+            t.decode_ms = (time.perf_counter() - t0) * 1e3
+            return Query(pixels, None, plan.top_k)
+        if kind == "vector":
+            return Query(None, vector_from_proto(req.vector, model.dim), plan.top_k)
+        if kind == "id":
+            check_id(req.id, self.settings.max_id_length)
+            records = await self._store(self.store.get, model.name, [req.id])
+            if not records:
+                raise RpcError(grpc.StatusCode.NOT_FOUND, f"no item with id {req.id[:100]!r} in model {model.name}")
+            return Query(None, np.asarray(records[0].vector, dtype=np.float32), plan.top_k)
+        raise InvalidRequest("set one query: image (encoded bytes), vector, or id")
+
+    async def _run_batch(self, key: BatchKey, queries: list[Query]) -> list[BatchResult]:
+        """One batch: the queries that came as pixels are embedded in one Triton call, then all are searched in
+        one Milvus call (nq = batch, at the largest top_k asked)."""
+        model = self._models[key.model]
+        t0 = time.perf_counter()
+        vectors = [q.vector for q in queries]
+        with_pixels = [i for i, q in enumerate(queries) if q.pixels is not None]
+        if with_pixels:
+            embedded = await self._embed(model, np.stack([queries[i].pixels for i in with_pixels]))
+            for j, i in enumerate(with_pixels):
+                vectors[i] = embedded[j]
+        t1 = time.perf_counter()
+        hits = await self._store(self.store.search, key.model, np.stack(vectors).astype(np.float32, copy=False),
+                                 max(q.top_k for q in queries), key.filters,
+                                 list(key.output_fields) if key.output_fields is not None else None)
+        embed_ms, search_ms = (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
+        return [BatchResult(h[:q.top_k], embed_ms, search_ms) for h, q in zip(hits, queries, strict=True)]
+
+    def _response(self, plan: SearchPlan, query: Query, result: BatchResult | None, t: Timings, waited_ms: float,
+                  start: float) -> pb.SearchResponse:
+        assert result is not None
+        # Waiting for a batch to form counts as embedding (image queries) or as search (vectors and ids).
+        if query.pixels is not None:
+            t.embed_ms, t.search_ms = waited_ms - result.search_ms, result.search_ms
+            self.metrics.stage.labels("decode").observe(t.decode_ms / 1e3)
+            self.metrics.stage.labels("embed").observe(t.embed_ms / 1e3)
+        else:
+            t.search_ms = waited_ms
+        self.metrics.stage.labels("search").observe(t.search_ms / 1e3)
+        t.total_ms = (time.perf_counter() - start) * 1e3
+        fields = list(plan.key.output_fields) if plan.key.output_fields else None
+        return pb.SearchResponse(
+            model=plan.model.name,
+            hits=[pb.Hit(id=h.id, score=h.score, metadata=metadata_to_proto(h.metadata, fields)) for h in result.hits],
+            timings=t.proto(),
+        )
+
+    # ------------------------------------------------------------------------------------ the upsert path
+    async def _upsert_chunk(self, chunk: list[pb.UpsertRequest], errors: list[pb.ItemError]) -> int:
+        """Validates and decodes per item (a bad item is reported, not fatal), then per model one embed call and one
+        write. A backend outage is fatal to the call (UNAVAILABLE): upserts are idempotent, so the client resends."""
+        ready: dict[str, list[PreparedItem]] = {}
+
+        async def prepare(item: pb.UpsertRequest) -> None:
+            try:
+                model = await self._model(item.model)
+                ready.setdefault(model.name, []).append(await self._prepare_item(item, model))
+            except (EmbedderUnavailable, VectorStoreUnavailable):
+                raise
+            except Exception as e:  # noqa: BLE001 - every per-item failure becomes an ItemError
+                code, message = status_of(e)
+                errors.append(pb.ItemError(id=item.id[:256], code=code.name, message=message))
+
+        await asyncio.gather(*[prepare(item) for item in chunk])
+        written = 0
+        for name, items in ready.items():
+            await self._write(self._models[name], items)
+            written += len(items)
+        return written
+
+    async def _prepare_item(self, item: pb.UpsertRequest, model: ModelDescription) -> PreparedItem:
+        check_id(item.id, self.settings.max_id_length)
+        meta = metadata_from_proto(item.metadata, self.settings)
+        kind = item.WhichOneof("content")
+        if kind == "image":
+            return PreparedItem(item.id, await self._decode(item.image, model.input_size), None, meta)
+        if kind == "vector":
+            return PreparedItem(item.id, None, vector_from_proto(item.vector, model.dim), meta)
+        raise InvalidRequest("set image (encoded bytes) or vector")
+
+    async def _write(self, model: ModelDescription, items: list[PreparedItem]) -> None:
+        # The last write of an id in a chunk wins, as it would had they been sent one by one.
+        latest = list({item.id: item for item in items}.values())
+        vectors = np.zeros((len(latest), model.dim), dtype=np.float32)
+        image_rows = [i for i, item in enumerate(latest) if item.pixels is not None]
+        if image_rows:
+            vectors[image_rows] = await self._embed(model, np.stack([latest[i].pixels for i in image_rows]))
+        for i, item in enumerate(latest):
+            if item.vector is not None:
+                vectors[i] = item.vector
+        await self._ensure_collection(model)
+        await self._store(self.store.upsert, model.name, [item.id for item in latest], vectors,
+                          [item.metadata for item in latest])
+        self._wrote(model.name, len(latest))
+        self.metrics.upserted.labels(model.name).inc(len(latest))
+
+    # ---------------------------------------------------------------------------------- shared stages
+    async def _decode(self, data: bytes, size: int) -> np.ndarray:
+        s = self.settings
+        im = open_image(data, s.max_image_bytes, s.max_image_pixels)  # header only: limits before any pixel
+        if im.width * im.height <= s.inline_decode_max_pixels:
+            return to_model_input(im, size)
+        return await asyncio.to_thread(to_model_input, im, size)
+
+    async def _embed(self, model: ModelDescription, pixels: np.ndarray) -> np.ndarray:
+        try:
+            return await self.embedder.embed(model.name, pixels)
+        except EmbedderUnavailable:
+            self.metrics.backend_errors.labels("triton").inc()
+            raise
+
+    async def _store(self, fn, *args):
+        """Milvus calls are blocking: run them off the event loop."""
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except VectorStoreUnavailable:
+            self.metrics.backend_errors.labels("milvus").inc()
+            raise
+
+    async def _model(self, name: str) -> ModelDescription:
         if name not in self._models:
             try:
                 self._models = {m.name: m for m in await self.embedder.models()}
@@ -96,171 +335,12 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             raise InvalidRequest(f"unknown model {name[:100]!r}; served models: {served}")
         return self._models[name]
 
-    async def _store(self, fn, *args):
-        """Milvus calls are blocking: run them off the event loop."""
-        try:
-            return await asyncio.to_thread(fn, *args)
-        except VectorStoreUnavailable:
-            self.metrics.backend_errors.labels("milvus").inc()
-            raise
-
     async def _ensure_collection(self, model: ModelDescription) -> None:
         if model.name not in self._collections:
             await self._store(self.store.ensure_collection, model.name, model.dim)
             self._collections.add(model.name)
 
-    async def _decode(self, data: bytes, size: int) -> np.ndarray:
-        s = self.settings
-        im = open_image(data, s.max_image_bytes, s.max_image_pixels)  # header only: limits before any pixel
-        if im.width * im.height <= s.inline_decode_max_pixels:
-            return to_model_input(im, size)
-        return await asyncio.to_thread(to_model_input, im, size)
-
-    async def _run_queries(self, key: tuple, queries: list[Query]) -> list[tuple[list, float, float]]:
-        """One batch: embeds the queries that came as pixels in one Triton call, then searches all of them in one
-        Milvus call. Returns per query its hits (cut to its own top_k) and the batch's embed and search times."""
-        name, _, fields = key
-        model = self._models[name]
-        t0 = time.perf_counter()
-        vectors = [q.vector for q in queries]
-        with_pixels = [i for i, q in enumerate(queries) if q.pixels is not None]
-        if with_pixels:
-            embedded = await self._embed(model, np.stack([queries[i].pixels for i in with_pixels]))
-            for j, i in enumerate(with_pixels):
-                vectors[i] = embedded[j]
-        t1 = time.perf_counter()
-        hits = await self._store(self.store.search, name, np.stack(vectors).astype(np.float32, copy=False),
-                                 max(q.top_k for q in queries), queries[0].filters or None,
-                                 list(fields) if fields is not None else None)
-        embed_ms, search_ms = (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
-        return [(h[:q.top_k], embed_ms, search_ms) for h, q in zip(hits, queries, strict=True)]
-
-    async def _embed(self, model: ModelDescription, pixels: np.ndarray) -> np.ndarray:
-        try:
-            return await self.embedder.embed(model.name, pixels)
-        except EmbedderUnavailable:
-            self.metrics.backend_errors.labels("triton").inc()
-            raise
-
-    def _top_k(self, k: int) -> int:
-        if k == 0:
-            return DEFAULT_TOP_K
-        if k < 0 or k > self.settings.max_top_k:
-            raise InvalidRequest(f"top_k must be between 1 and {self.settings.max_top_k}, got {k}")
-        return k
-
-    def _filters(self, clauses) -> list[FilterClause]:
-        out = []
-        for c in clauses:
-            if c.field not in self.settings.filter_fields:
-                raise InvalidRequest(f"unknown filter field {c.field[:80]!r}; filterable fields: "
-                                     f"{', '.join(self.settings.filter_fields)}")
-            if c.op not in OPS:
-                raise InvalidRequest(f"filter on {c.field!r}: set op (EQ, NE, LT, LE, GT, GE or IN)")
-            value = value_to_python(c.value)
-            if (OPS[c.op] == "in") != isinstance(value, list):
-                raise InvalidRequest(f"filter on {c.field!r}: IN takes a list_value, other ops a single value")
-            out.append(FilterClause(c.field, OPS[c.op], value))
-        return out
-
-    async def _query_input(self, req: pb.SearchRequest, model: ModelDescription,
-                           t: dict) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """(pixels, None) for an image query, (None, vector) for a vector or a stored id."""
-        kind = req.WhichOneof("query")
-        if kind == "image":
-            t0 = time.perf_counter()
-            pixels = await self._decode(req.image, model.input_size)
-            t["decode_ms"] = (time.perf_counter() - t0) * 1e3
-            return pixels, None
-        if kind == "vector":
-            return None, vector_from_proto(req.vector, model.dim)
-        if kind == "id":
-            check_id(req.id, self.settings.max_id_length)
-            records = await self._store(self.store.get, model.name, [req.id])
-            if not records:
-                raise RpcError(grpc.StatusCode.NOT_FOUND, f"no item with id {req.id[:100]!r} in model {model.name}")
-            return None, np.asarray(records[0].vector, dtype=np.float32)
-        raise InvalidRequest("set one query: image (encoded bytes), vector, or id")
-
-    async def _search_one(self, req: pb.SearchRequest, vector: np.ndarray | None = None,
-                          timings: dict | None = None) -> pb.SearchResponse:
-        start = time.perf_counter()
-        t = timings if timings is not None else {}
-        precomputed = vector is not None  # SearchBatch decoded and embedded it already; t holds those times
-        model = await self.model(req.model)
-        top_k = self._top_k(req.top_k)
-        filters = self._filters(req.filters)
-        pixels = None
-        if vector is None:
-            pixels, vector = await self._query_input(req, model, t)
-        await self._ensure_collection(model)
-        t0 = time.perf_counter()
-        key = (model.name, repr(filters), tuple(req.output_fields) or None)
-        hits, _, search_ms = await self._queries.submit(key, Query(pixels, vector, top_k, filters))
-        # Waiting for a batch to form counts as embedding (image queries) or as search (vectors and ids).
-        waited = (time.perf_counter() - t0) * 1e3
-        if pixels is not None:
-            t["embed_ms"], t["search_ms"] = waited - search_ms, search_ms
-        else:
-            t["search_ms"] = waited
-        t["total_ms"] = (time.perf_counter() - start) * 1e3
-        if precomputed:
-            t["total_ms"] += t.get("decode_ms", 0.0) + t.get("embed_ms", 0.0)
-        for stage in ("decode", "embed", "search"):
-            if f"{stage}_ms" in t:
-                self.metrics.stage.labels(stage).observe(t[f"{stage}_ms"] / 1e3)
-        fields = list(req.output_fields) or None
-        return pb.SearchResponse(
-            model=model.name,
-            hits=[pb.Hit(id=h.id, score=h.score, metadata=metadata_to_proto(h.metadata, fields)) for h in hits],
-            timings=pb.StageTimings(**t),
-        )
-
-    # --------------------------------------------------------------------------------------------- RPCs
-    async def Search(self, request, context):
-        return await self._search_one(request)
-
-    async def SearchBatch(self, request, context):
-        n = len(request.queries)
-        if n == 0:
-            raise InvalidRequest("SearchBatch needs at least one query")
-        if n > self.settings.max_batch_queries:
-            raise RpcError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                           f"{n} queries in one batch; the limit is {self.settings.max_batch_queries}")
-        # Image queries of one model are decoded concurrently and embedded in one Triton call.
-        vectors: dict[int, np.ndarray] = {}
-        timings: dict[int, dict] = {i: {} for i in range(n)}
-        by_model: dict[str, list[int]] = {}
-        for i, q in enumerate(request.queries):
-            if q.WhichOneof("query") == "image":
-                by_model.setdefault(q.model, []).append(i)
-        for name, idx in by_model.items():
-            model = await self.model(name)
-            t0 = time.perf_counter()
-            pixels = await asyncio.gather(*[self._decode(request.queries[i].image, model.input_size) for i in idx])
-            t1 = time.perf_counter()
-            emb = await self._embed(model, np.stack(pixels))
-            t2 = time.perf_counter()
-            for j, i in enumerate(idx):
-                vectors[i] = emb[j]
-                timings[i].update(decode_ms=(t1 - t0) * 1e3, embed_ms=(t2 - t1) * 1e3)
-        results = await asyncio.gather(*[self._search_one(q, vectors.get(i), timings[i])
-                                          for i, q in enumerate(request.queries)])
-        return pb.SearchBatchResponse(results=results)
-
-    async def Upsert(self, request_iterator: AsyncIterator[pb.UpsertRequest], context):
-        received, upserted, errors = 0, 0, []
-        chunk: list[pb.UpsertRequest] = []
-        async for item in request_iterator:
-            received += 1
-            chunk.append(item)
-            if len(chunk) >= UPSERT_CHUNK:
-                upserted += await self._upsert_chunk(chunk, errors)
-                chunk = []
-        if chunk:
-            upserted += await self._upsert_chunk(chunk, errors)
-        return pb.UpsertResponse(received=received, upserted=upserted, errors=errors)
-
+    # ---------------------------------------------------------------------------------- flushing
     def _wrote(self, name: str, rows: int) -> None:
         """Milvus keeps fresh rows in growing segments, searched by brute force (70k rows: ~5 ms of CPU per query)
         until a segment fills (512 MB) or idles for minutes. After a bulk write (``flush_min_rows`` rows, then no
@@ -286,81 +366,3 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             log.info("flushed %s after a bulk write", name)
         except Exception as e:  # noqa: BLE001 - a failed flush loses nothing: Milvus seals the rows later itself
             log.warning("flush of %s failed (Milvus will seal the rows later): %s", name, e)
-
-    async def _upsert_chunk(self, chunk: list[pb.UpsertRequest], errors: list[pb.ItemError]) -> int:
-        """Validates, decodes and embeds per item (a bad item is reported, not fatal); then one write per model.
-        A backend outage is fatal to the call (UNAVAILABLE): upserts are idempotent, so the client resends."""
-        ready: dict[str, list[tuple[str, np.ndarray | None, np.ndarray | None, dict]]] = {}
-
-        async def prepare(item: pb.UpsertRequest):
-            try:
-                check_id(item.id, self.settings.max_id_length)
-                model = await self.model(item.model)
-                meta = metadata_from_proto(item.metadata, self.settings.max_metadata_bytes)
-                kind = item.WhichOneof("content")
-                if kind == "image":
-                    pixels = await self._decode(item.image, model.input_size)
-                    ready.setdefault(model.name, []).append((item.id, pixels, None, meta))
-                elif kind == "vector":
-                    ready.setdefault(model.name, []).append((item.id, None, vector_from_proto(item.vector, model.dim),
-                                                             meta))
-                else:
-                    raise InvalidRequest("set image (encoded bytes) or vector")
-            except (EmbedderUnavailable, VectorStoreUnavailable):
-                raise
-            except Exception as e:  # noqa: BLE001 - every per-item failure becomes an ItemError
-                code, message = status_of(e)
-                errors.append(pb.ItemError(id=item.id[:256], code=code.name, message=message))
-
-        await asyncio.gather(*[prepare(item) for item in chunk])
-        written = 0
-        for name, items in ready.items():
-            model = self._models[name]
-            # The last write of an id in a chunk wins, as it would had they been sent one by one.
-            latest = {item_id: (px, vec, meta) for item_id, px, vec, meta in items}
-            ids = list(latest)
-            vectors = np.zeros((len(ids), model.dim), dtype=np.float32)
-            image_rows = [i for i, k in enumerate(ids) if latest[k][0] is not None]
-            if image_rows:
-                pixels = np.stack([latest[ids[i]][0] for i in image_rows])
-                emb = await self._embed(model, pixels)
-                vectors[image_rows] = emb
-            for i, k in enumerate(ids):
-                if latest[k][1] is not None:
-                    vectors[i] = latest[k][1]
-            await self._ensure_collection(model)
-            await self._store(self.store.upsert, name, ids, vectors, [latest[k][2] for k in ids])
-            self._wrote(name, len(ids))
-            self.metrics.upserted.labels(name).inc(len(ids))
-            written += len(items)
-        return written
-
-    async def Delete(self, request, context):
-        model = await self.model(request.model)
-        ids = [check_id(i, self.settings.max_id_length) for i in request.ids]
-        if not ids:
-            raise InvalidRequest("Delete needs at least one id")
-        await self._ensure_collection(model)
-        deleted = await self._store(self.store.delete, model.name, ids)
-        return pb.DeleteResponse(deleted=deleted)
-
-    async def Get(self, request, context):
-        model = await self.model(request.model)
-        ids = [check_id(i, self.settings.max_id_length) for i in request.ids]
-        if len(ids) > self.settings.max_top_k:
-            raise InvalidRequest(f"Get takes at most {self.settings.max_top_k} ids")
-        await self._ensure_collection(model)
-        records = await self._store(self.store.get, model.name, ids)
-        return pb.GetResponse(items=[
-            pb.Item(id=r.id, metadata=metadata_to_proto(r.metadata),
-                    vector=pb.Vector(values=np.asarray(r.vector).tolist()) if request.include_vectors else None)
-            for r in records])
-
-    async def ListModels(self, request, context):
-        self._models = {m.name: m for m in await self.embedder.models()}
-        out = []
-        for m in self._models.values():
-            info = await self._store(self.store.describe, m.name)
-            out.append(pb.ModelInfo(name=m.name, dim=m.dim, metric="COSINE", input_size=m.input_size,
-                                    count=int(info["count"]) if info else 0))
-        return pb.ListModelsResponse(models=out)

@@ -73,10 +73,19 @@ class Settings(BaseSettings):
     # Limits
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000
+    default_top_k: int = Field(10, description="top_k of a search that leaves it unset (0)")
     max_top_k: int = 1000
     max_batch_queries: int = 64
-    max_id_length: int = 256
-    max_metadata_bytes: int = 16 * 1024
+    max_id_length: int = Field(256, description="most bytes of an id in UTF-8 (Milvus's VARCHAR max_length)")
+    max_metadata_bytes: int = Field(16 * 1024, description="most bytes of an item's metadata as stored (JSON, UTF-8)")
+    max_string_value_bytes: int = Field(1024, description="most bytes of one string in metadata or a filter")
+    max_filter_clauses: int = 32
+    max_filter_in_values: int = 256
+    upsert_chunk: int = Field(64, description="upserted items decoded, embedded and written together (bounds the "
+                              "memory of a long stream)")
+    milvus_timeout_s: float = 10.0
+    milvus_ping_timeout_s: float = Field(2.0, description="a health check that takes longer counts Milvus as down")
+    milvus_load_timeout_s: float = 60.0
 
     def triton_url_list(self) -> list[str]:
         return self.triton_urls or [f"{self.triton_host}:{self.triton_grpc_port}"]

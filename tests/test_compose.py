@@ -172,11 +172,11 @@ def test_gateway_environment_is_real_settings(monkeypatch, tmp_path):
 
 def test_triton_mounts_the_gpu_repository_that_export_writes(monkeypatch):
     # `vsearch export --target gpu` without --repository writes to this folder
-    import export.repository
+    import launchers.exporting
     from clients.cli import export_cmd
 
     written = []
-    monkeypatch.setattr(export.repository, "export_model", lambda name, repo, target, settings, parity:
+    monkeypatch.setattr(launchers.exporting, "export_served", lambda name, repo, target, settings, parity:
                         written.append(repo) or SimpleNamespace(path=repo / name, parity=[]))
     export_cmd(model=["m"], target="gpu", repository=None, parity=False)
     assert written == [Path(GPU_REPOSITORY)]

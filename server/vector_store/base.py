@@ -6,12 +6,18 @@ Implementations: ``server.vector_store.milvus.MilvusVectorStore`` (a Milvus serv
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 FILTER_OPS = ("==", "!=", "<", "<=", ">", ">=", "in")
+# A metadata key or filter field: it is written into store expressions as is, so only these names exist.
+FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+# C0 controls except tab, newline and carriage return (written as escapes), and DEL: no Milvus string literal can
+# hold them, so a string containing one could never be matched (an id with one could never be deleted).
+UNUSABLE_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 @dataclass
@@ -32,14 +38,19 @@ class Record:
     metadata: dict = field(default_factory=dict)
 
 
-@dataclass
+FilterValue = bool | int | float | str
+
+
+@dataclass(frozen=True)
 class FilterClause:
     """``field op value``; clauses in a list are ANDed. ``op`` is one of ``FILTER_OPS``; ``value`` is an int,
-    float, bool or str, or for ``in`` a list of them. ``field`` names a metadata key (or ``id``)."""
+    float, bool or str, or for ``in`` a tuple of them. ``field`` names a metadata key (or ``id``). Frozen and
+    hashable: searches with equal filters share a batch. Built by ``server.validation.check_filter``, which is
+    where every rule on a clause lives; stores only render it."""
 
     field: str
     op: str
-    value: Any
+    value: FilterValue | tuple[FilterValue, ...]
 
 
 class VectorStoreError(Exception):
@@ -64,7 +75,7 @@ class VectorStore(Protocol):
         """Insert or replace by id (idempotent); ``vectors`` float32 [N, D]. Creates the collection on first use.
         Returns the number of records written (duplicates within a call count once: the last wins)."""
 
-    def search(self, model: str, vectors: np.ndarray, top_k: int, filters: list[FilterClause] | None = None,
+    def search(self, model: str, vectors: np.ndarray, top_k: int, filters: tuple[FilterClause, ...] = (),
                output_fields: list[str] | None = None) -> list[list[Hit]]:
         """For each query vector [Q, D], up to ``top_k`` hits, best first. ``output_fields``: metadata keys to
         return (None: all; []: none)."""
@@ -79,8 +90,6 @@ class VectorStore(Protocol):
 
     def describe(self, model: str) -> dict | None:
         """``{"name", "dim", "metric", "count", ...}`` or None when the model has no collection."""
-
-    def list_models(self) -> list[str]: ...
 
     def flush(self, model: str) -> None:
         """Persist buffered writes (seal segments)."""

@@ -25,7 +25,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from server.vector_store.base import (
     VectorStoreError,
     VectorStoreUnavailable,
 )
-from server.vector_store.filters import AnyFieldName, FilterError, build_filter, quote_string
+from server.vector_store.filters import FilterError, build_filter, ids_expression
 
 log = logging.getLogger(__name__)
 
@@ -78,19 +78,16 @@ def is_lite_uri(uri: str) -> bool:
 class MilvusVectorStore:
     """See the module doc. Thread-safe (one pymilvus client, shared); ``close()`` releases it."""
 
-    def __init__(self, uri: str, settings: Settings | None = None, *, timeout_s: float = 10.0,
-                 filter_fields: Collection[str] | None = None, read_consistency: str = "Session",
-                 ping_timeout_s: float = 2.0, load_timeout_s: float = 60.0) -> None:
+    def __init__(self, uri: str, settings: Settings, *, timeout_s: float | None = None,
+                 load_timeout_s: float | None = None, read_consistency: str = "Session") -> None:
         self.uri = str(uri)
-        self.settings = settings or Settings()
-        self.timeout_s = timeout_s
-        self.ping_timeout_s = ping_timeout_s
-        self.load_timeout_s = load_timeout_s
+        self.settings = settings
+        # Bulk tools (benchmarks) wait longer than the gateway, whose deadlines come from its settings.
+        self.timeout_s = settings.milvus_timeout_s if timeout_s is None else timeout_s
+        self.ping_timeout_s = settings.milvus_ping_timeout_s
+        self.load_timeout_s = settings.milvus_load_timeout_s if load_timeout_s is None else load_timeout_s
         self.read_consistency = read_consistency
         self.is_lite = is_lite_uri(self.uri)
-        # Which names filters may use: the primary key plus the given metadata keys (default: any valid name).
-        self.filter_fields: Collection[str] = (AnyFieldName() if filter_fields is None
-                                               else frozenset(filter_fields) | {ID_FIELD})
         self._client_obj: Any = None
         self._lock = threading.RLock()
         self._dims: dict[str, int] = {}  # collection name -> dim, for collections known to exist
@@ -272,25 +269,6 @@ class MilvusVectorStore:
             if not self._call("has collection", model, lambda c, **kw: c.has_collection(name, **kw)):
                 raise
 
-    def list_models(self) -> list[str]:
-        names = self._call("list collections", None, lambda c, **kw: c.list_collections(**kw))
-        models = []
-        for name in sorted(n for n in names if n.startswith(PREFIX)):
-            models.append(self._model_of(name))
-        return sorted(models)
-
-    def _model_of(self, name: str) -> str:
-        try:
-            info = self._call("describe collection", None, lambda c, **kw: c.describe_collection(name, **kw))
-            # The model name is a collection property (Milvus Lite drops the schema description).
-            model = (info.get("properties") or {}).get(MODEL_PROPERTY) \
-                or json.loads(info.get("description") or "{}").get("model")
-            if isinstance(model, str) and model:
-                return model
-        except (VectorStoreError, ValueError, AttributeError):
-            pass
-        return name[len(PREFIX):]
-
     def describe(self, model: str) -> dict | None:
         name = collection_name(model)
         try:
@@ -331,42 +309,14 @@ class MilvusVectorStore:
         return self.read_consistency
 
     # -- data -------------------------------------------------------------------------------------------
-    def _check_ids(self, ids: list[str]) -> list[str]:
-        if isinstance(ids, str) or not isinstance(ids, list | tuple):
-            raise VectorStoreError("ids must be a list of strings")
-        limit = self.settings.max_id_length
-        for i in ids:
-            if not isinstance(i, str) or not i:
-                raise VectorStoreError(f"invalid id {i!r}: a non-empty string")
-            if len(i.encode("utf-8")) > limit:
-                raise VectorStoreError(f"id longer than {limit} bytes: {i[:40]!r}...")
-        return list(ids)
-
-    def _check_vectors(self, vectors: np.ndarray, what: str) -> np.ndarray:
-        try:
-            arr = np.asarray(vectors, dtype=np.float32)
-        except (TypeError, ValueError) as exc:
-            raise VectorStoreError(f"{what}: not a numeric array ({exc})") from exc
-        if arr.ndim == 1:
-            arr = arr[None, :]
-        if arr.ndim != 2 or arr.shape[1] == 0:
-            raise VectorStoreError(f"{what}: expected a [N, D] array, got shape {tuple(arr.shape)}")
-        if not np.isfinite(arr).all():
-            raise VectorStoreError(f"{what}: vectors contain NaN or infinity")
-        if (np.abs(arr).max(axis=1) == 0).any():
-            raise VectorStoreError(f"{what}: a zero vector has no cosine similarity")
-        return arr
-
     def upsert(self, model: str, ids: list[str], vectors: np.ndarray, metadata: list[dict] | None = None) -> int:
-        ids = self._check_ids(ids)
         if not ids:
             return 0
-        arr = self._check_vectors(vectors, "upsert")
+        arr = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         metadata = [{} for _ in ids] if metadata is None else list(metadata)
         if not (len(ids) == arr.shape[0] == len(metadata)):
             raise VectorStoreError(f"upsert: {len(ids)} ids, {arr.shape[0]} vectors and {len(metadata)} metadata "
                                    "entries: they must match")
-        sizes = [self._check_metadata(m) for m in metadata]
         name = collection_name(model)
         dim = arr.shape[1]
         if name not in self._dims:
@@ -377,7 +327,7 @@ class MilvusVectorStore:
         last = {i: k for k, i in enumerate(ids)}
         order = sorted(last.values())
         rows = [{ID_FIELD: ids[k], VECTOR_FIELD: arr[k].tolist(), METADATA_FIELD: metadata[k]} for k in order]
-        row_sizes = [dim * 4 + sizes[k] + len(ids[k]) + 64 for k in order]
+        row_sizes = [dim * 4 + len(json.dumps(metadata[k])) + len(ids[k]) + 64 for k in order]
         for batch in _batches(rows, row_sizes, self.settings.milvus_write_batch_bytes,
                               self.settings.milvus_write_batch_rows):
             self._call("upsert", model, lambda c, b=batch, **kw: c.upsert(name, data=b, **kw))
@@ -386,32 +336,15 @@ class MilvusVectorStore:
             self._call("flush", model, lambda c, **kw: c.flush(name, **kw))
         return len(rows)
 
-    def _check_metadata(self, m: dict) -> int:
-        if not isinstance(m, dict):
-            raise VectorStoreError(f"metadata must be a dict, not {type(m).__name__}")
-        if not all(isinstance(k, str) for k in m):
-            raise VectorStoreError("metadata keys must be strings")
-        try:
-            text = json.dumps(m, allow_nan=False, ensure_ascii=False)
-        except (TypeError, ValueError) as exc:
-            raise VectorStoreError(f"metadata must be JSON (finite numbers, strings, lists, dicts): {exc}") from exc
-        size = len(text.encode("utf-8"))
-        if size > self.settings.max_metadata_bytes:
-            raise VectorStoreError(f"metadata of {size} bytes exceeds {self.settings.max_metadata_bytes} bytes")
-        return size
-
-    def search(self, model: str, vectors: np.ndarray, top_k: int, filters: list[FilterClause] | None = None,
+    def search(self, model: str, vectors: np.ndarray, top_k: int, filters: tuple[FilterClause, ...] = (),
                output_fields: list[str] | None = None) -> list[list[Hit]]:
         name = collection_name(model)
-        if not isinstance(top_k, int | np.integer) or top_k < 1:
-            raise VectorStoreError(f"top_k must be a positive integer, not {top_k!r}")
-        top_k = int(top_k)
-        arr = self._check_vectors(vectors, "search")
+        arr = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         dim = self._dim(model)
         if arr.shape[1] != dim:
             raise VectorStoreError(f"model {model!r} has vectors of dimension {dim}, the query has {arr.shape[1]}")
         try:
-            expr = build_filter(filters, self.filter_fields, json_field=METADATA_FIELD, column_fields=(ID_FIELD,))
+            expr = build_filter(filters, json_field=METADATA_FIELD, column_fields=(ID_FIELD,))
         except FilterError as exc:
             raise VectorStoreError(str(exc)) from exc
         want_meta = output_fields is None or len(output_fields) > 0
@@ -436,7 +369,6 @@ class MilvusVectorStore:
         return out
 
     def get(self, model: str, ids: list[str]) -> list[Record]:
-        ids = self._check_ids(ids)
         name = collection_name(model)
         self._dim(model)
         if not ids:
@@ -449,7 +381,7 @@ class MilvusVectorStore:
                        metadata=by_id[i].get(METADATA_FIELD) or {}) for i in dict.fromkeys(ids) if i in by_id]
 
     def delete(self, model: str, ids: list[str]) -> int:
-        ids = list(dict.fromkeys(self._check_ids(ids)))
+        ids = list(dict.fromkeys(ids))
         name = collection_name(model)
         self._dim(model)
         if not ids:
@@ -465,10 +397,8 @@ class MilvusVectorStore:
 
     @staticmethod
     def _ids_expr(ids: list[str]) -> str:
-        """``id in [...]`` with every id escaped as a string literal. pymilvus's ``ids=`` pastes ids into the
-        expression unescaped, so an id like ``x'] or id in ['y`` would reach other rows."""
         try:
-            return f"{ID_FIELD} in [{', '.join(quote_string(i, max_len=len(i) + 1) for i in ids)}]"
+            return ids_expression(ids, ID_FIELD)
         except FilterError as exc:
             raise VectorStoreError(f"id not usable: {exc}") from exc
 
@@ -509,12 +439,3 @@ def _batches(rows: list[dict], sizes: list[int], max_bytes: int, max_rows: int) 
     if batch:
         yield batch
 
-
-def wait_until_serving(store: MilvusVectorStore, timeout_s: float = 30.0) -> bool:
-    """Poll ``ping()`` until it answers or ``timeout_s`` passes (start-up helpers, tests)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if store.ping():
-            return True
-        time.sleep(0.2)
-    return False

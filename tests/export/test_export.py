@@ -9,6 +9,7 @@ import pytest
 from export.parity import MAX_ABS_DIFF, MIN_COSINE, onnx_session, real_images
 from export.triton_config import TARGETS, parse_config, render_config
 from extractors.tensor_names import EMBEDDING_OUTPUT, INPUT_NAME
+from launchers.exporting import triton_model_config
 from server.settings import Settings
 from tests.fixtures.models import CNN_MODEL, SERVED_MODELS, VIT_MODEL
 
@@ -63,7 +64,7 @@ def test_written_configs_parse_with_tritons_model_config_protobuf(exported_repos
 def test_every_target_renders_a_valid_config_from_settings(target):
     settings = Settings(triton_max_batch_size=32, triton_preferred_batch_sizes=[4, 16, 64],
                         triton_max_queue_delay_us=250, triton_instance_count=2)
-    config = parse_config(render_config(CNN_MODEL, 224, {"embedding": [1280]}, target, settings))
+    config = parse_config(render_config(CNN_MODEL, 224, {"embedding": [1280]}, target, triton_model_config(settings)))
     assert config.max_batch_size == 32
     assert list(config.dynamic_batching.preferred_batch_size) == [4, 16]  # 64 > max_batch_size is dropped
     assert config.dynamic_batching.max_queue_delay_microseconds == 250
@@ -77,4 +78,4 @@ def test_every_target_renders_a_valid_config_from_settings(target):
 
 def test_unknown_target_is_rejected():
     with pytest.raises(ValueError, match="unknown export target"):
-        render_config(CNN_MODEL, 224, {"embedding": [1280]}, "tpu", Settings())
+        render_config(CNN_MODEL, 224, {"embedding": [1280]}, "tpu", triton_model_config(Settings()))

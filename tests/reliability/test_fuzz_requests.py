@@ -19,8 +19,8 @@ from PIL import Image
 
 from extractors.datasets import load_fashion_mnist
 from launchers.gateway import GatewayProcess
-from server.convert import InvalidRequest, check_id
 from server.settings import Settings
+from server.validation import InvalidRequest, check_id
 from tests.fixtures.gateway import png_bytes
 from tests.fixtures.models import VIT_MODEL
 from visualsearch.v1 import search_pb2 as pb

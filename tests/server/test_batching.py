@@ -130,3 +130,18 @@ def test_a_batch_returning_the_wrong_number_of_results_is_an_error_not_a_mixup()
 def test_limits_are_checked(bad):
     with pytest.raises(ValueError):
         Coalescer(Recorder(), **bad)
+
+
+def test_items_submitted_together_leave_in_one_batch():
+    """SearchBatch submits its queries of one key together: on an idle key they share the first batch, and a
+    second caller's items wait for the next one (max_batch still bounds each batch)."""
+    async def main():
+        rec = Recorder()
+        c = Coalescer(rec, max_batch=4)
+        first = asyncio.create_task(c.submit_many("m", [1, 2, 3, 4, 5]))
+        second = asyncio.create_task(c.submit_many("m", [6]))
+        return rec, await first, await second
+
+    rec, first, second = asyncio.run(main())
+    assert first == [10, 20, 30, 40, 50] and second == [60]
+    assert rec.batches == [("m", [1, 2, 3, 4]), ("m", [5, 6])]

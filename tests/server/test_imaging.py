@@ -11,9 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from server.imaging import ImageRejected, decode_image
+from server.imaging import ImageRejected, open_image, to_model_input
 
 LIMITS = dict(max_bytes=5_000_000, max_pixels=40_000_000)
+
+
+def decode_image(data: bytes, size: int, max_bytes: int, max_pixels: int):
+    """The gateway's two decode steps: the header check, then the pixels."""
+    return to_model_input(open_image(data, max_bytes, max_pixels), size)
 
 
 def encode(im: Image.Image, fmt: str, **kw) -> bytes:

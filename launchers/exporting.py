@@ -1,0 +1,37 @@
+"""Exports the served models before a stack starts: export's serving choices come from the one ``Settings``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from export.repository import ExportResult, export_model
+from export.triton_config import TritonModelConfig
+from extractors.registry import get_spec
+from server.settings import Settings
+
+console = Console()
+
+
+def triton_model_config(settings: Settings) -> TritonModelConfig:
+    return TritonModelConfig(max_batch_size=settings.triton_max_batch_size,
+                             preferred_batch_sizes=tuple(settings.triton_preferred_batch_sizes),
+                             max_queue_delay_us=settings.triton_max_queue_delay_us,
+                             instance_count=settings.triton_instance_count, onnx_opset=settings.onnx_opset)
+
+
+def export_served(name: str, repo: Path, target: str, settings: Settings, parity: bool = True) -> ExportResult:
+    return export_model(name, repo, target, triton_model_config(settings), parity=parity)
+
+
+def ensure_exported(settings: Settings) -> None:
+    """Exports every served model whose ``model.onnx`` is missing or older than its weights (weights are
+    committed, ONNX is built), so a retrained checkpoint is never served from a stale graph."""
+    for name in settings.models:
+        onnx_path = settings.model_repository / name / "1" / "model.onnx"
+        weights = get_spec(name).weights()
+        stale = weights is not None and onnx_path.exists() and weights.stat().st_mtime > onnx_path.stat().st_mtime
+        if not onnx_path.exists() or stale:
+            console.print(f"exporting [cyan]{name}[/] to {settings.model_repository}")
+            export_served(name, settings.model_repository, "cpu", settings)
