@@ -11,7 +11,7 @@ NODE_STAMP := $(NODE_DIR)/node_modules/.package-lock.json
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo test lint bench bench-quick train eval eval-quick soak clean
+.PHONY: install demo test lint typecheck check bench bench-quick train eval eval-quick soak clean
 
 install: $(STAMP) $(FMNIST) $(STUBS) $(NODE_STAMP)
 
@@ -52,6 +52,13 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(NODE_DIR)/node_modules/.bin/buf lint proto
+
+# mypy over the gateway and the clients, against the generated stubs' .pyi files ([tool.mypy] in pyproject.toml)
+typecheck: install
+	$(BIN)/mypy
+
+# What CI runs: lint, types, then the whole suite.
+check: lint typecheck test
 
 # Every benchmark in full, then BENCHMARKS.md from benchmarks/results/*.json (one: `python -m benchmarks.run --only NAME`).
 bench: install

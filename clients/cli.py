@@ -146,7 +146,7 @@ def serve_cmd(port: int = typer.Option(None), triton_url: list[str] = typer.Opti
     from server.settings import Settings
 
     overrides = {k: v for k, v in dict(port=port, triton_urls=triton_url, milvus_uri=milvus_uri).items() if v}
-    run(Settings(**overrides))
+    run(Settings().model_copy(update=overrides))
 
 
 @app.command("up")
@@ -164,8 +164,8 @@ def up_cmd(milvus_uri: str = typer.Option(None, help="use this Milvus instead of
         signal.signal(sig, lambda *_: stop.set())
     settings = Settings()
     with Stack(settings, milvus_uri=milvus_uri, gateway_port=port or settings.port) as stack:
-        console.print(f"[green]up[/]: search at [bold]{stack.gateway.address}[/]; Ctrl+C stops everything")
-        while not stop.is_set() and stack.gateway.proc.poll() is None:
+        console.print(f"[green]up[/]: search at [bold]{stack.address}[/]; Ctrl+C stops everything")
+        while not stop.is_set() and stack.running():
             stop.wait(1.0)
     console.print("stopped")
 

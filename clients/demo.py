@@ -34,7 +34,7 @@ def run_demo(out: Path, fmnist_limit: int = 0, queries_per_model: int = 4) -> di
     vit, cnn = settings.models[0], settings.models[1]
     summary: dict = {"models": settings.models}
     sections = []
-    with Stack(settings, gateway_port=free_port()) as stack, SearchClient(stack.gateway.address) as client:
+    with Stack(settings, gateway_port=free_port()) as stack, SearchClient(stack.address) as client:
         summary["index_fashion_mnist"] = index_images(client, None, "fashion-mnist", vit, fmnist_limit,
                                                       batch_size=128, concurrency=4)
         console.print(summary["index_fashion_mnist"])

@@ -24,7 +24,7 @@ def _dataset_items(dataset: str, limit: int) -> tuple[int, Iterator[Item]]:
 
     def items():
         for i in range(n):
-            meta = {"source": ds.name}
+            meta: dict[str, str | int] = {"source": ds.name}
             if ds.labels[i] >= 0:
                 meta["label"] = int(ds.labels[i])
                 meta["class_name"] = ds.classes[ds.labels[i]]
@@ -48,7 +48,7 @@ def index_images(client: SearchClient, folder: Path | None, dataset: str | None,
     if (folder is None) == (dataset is None):
         raise ValueError("give a folder or --dataset (not both)")
     model = model or client.list_models()[0].name
-    total, items = _folder_items(Path(folder), limit) if folder else _dataset_items(dataset, limit)
+    total, items = _folder_items(Path(folder), limit) if folder is not None else _dataset_items(str(dataset), limit)
     start = time.perf_counter()
     skipped = 0
 

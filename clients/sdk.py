@@ -134,7 +134,7 @@ def search_request(model: str, image=None, vector=None, id: str | None = None, t
         req.image = image_bytes(image)
     elif vector is not None:
         req.vector.values.extend(np.asarray(vector, dtype=np.float32).tolist())
-    else:
+    elif id is not None:
         req.id = id
     return req
 

@@ -53,7 +53,7 @@ def run(model: str | None = None, n_db: int = 10000, n_queries: int = 1000, k: i
     served_ids: list[list[str]] = []
     with tempfile.TemporaryDirectory() as tmp, \
             Stack(Settings(milvus_data_dir=Path(tmp) / "milvus"), gateway_port=free_port()) as stack, \
-            SearchClient(stack.gateway.address) as client:
+            SearchClient(stack.address) as client:
         summary = index_images(client, None, "fashion-mnist", model, n_db, batch_size=128)
         t0 = time.perf_counter()
         for start in track(range(0, n_queries, 32), description="queries through the gateway"):

@@ -51,6 +51,17 @@ class Stack(contextlib.AbstractContextManager):
             raise
         return self
 
+    @property
+    def address(self) -> str:
+        """The gateway's host:port, once the stack has started."""
+        if self.gateway is None:
+            raise RuntimeError("the stack has not started")
+        return self.gateway.address
+
+    def running(self) -> bool:
+        """The gateway process is still alive."""
+        return self.gateway is not None and self.gateway.proc is not None and self.gateway.proc.poll() is None
+
     def stop(self) -> None:
         self._stack.close()
 

@@ -121,7 +121,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         return pb.SearchBatchResponse(results=await self._search(list(request.queries)))
 
     async def Upsert(self, request_iterator: AsyncIterator[pb.UpsertRequest], context):
-        received, upserted, errors = 0, 0, []
+        received, upserted, errors = 0, 0, list[pb.ItemError]()
         chunk: list[pb.UpsertRequest] = []
         async for item in request_iterator:
             received += 1
@@ -219,14 +219,15 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         one Milvus call (nq = batch, at the largest top_k asked)."""
         model = self._models[key.model]
         t0 = time.perf_counter()
-        vectors = [q.vector for q in queries]
+        vectors = np.zeros((len(queries), model.dim), dtype=np.float32)
         with_pixels = [i for i, q in enumerate(queries) if q.pixels is not None]
         if with_pixels:
-            embedded = await self._embed(model, np.stack([queries[i].pixels for i in with_pixels]))
-            for j, i in enumerate(with_pixels):
-                vectors[i] = embedded[j]
+            vectors[with_pixels] = await self._embed(model, np.stack([_pixels(queries[i]) for i in with_pixels]))
+        for i, q in enumerate(queries):
+            if q.vector is not None:
+                vectors[i] = q.vector
         t1 = time.perf_counter()
-        hits = await self._store(self.store.search, key.model, np.stack(vectors).astype(np.float32, copy=False),
+        hits = await self._store(self.store.search, key.model, vectors,
                                  max(q.top_k for q in queries), key.filters,
                                  list(key.output_fields) if key.output_fields is not None else None)
         embed_ms, search_ms = (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
@@ -290,7 +291,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         vectors = np.zeros((len(latest), model.dim), dtype=np.float32)
         image_rows = [i for i, item in enumerate(latest) if item.pixels is not None]
         if image_rows:
-            vectors[image_rows] = await self._embed(model, np.stack([latest[i].pixels for i in image_rows]))
+            vectors[image_rows] = await self._embed(model, np.stack([_pixels(latest[i]) for i in image_rows]))
         for i, item in enumerate(latest):
             if item.vector is not None:
                 vectors[i] = item.vector
@@ -366,3 +367,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             log.info("flushed %s after a bulk write", name)
         except Exception as e:  # noqa: BLE001 - a failed flush loses nothing: Milvus seals the rows later itself
             log.warning("flush of %s failed (Milvus will seal the rows later): %s", name, e)
+
+
+def _pixels(x: Query | PreparedItem) -> np.ndarray:
+    assert x.pixels is not None
+    return x.pixels

@@ -84,8 +84,9 @@ def parse_host(host: str | None) -> tuple[str, bool]:
     """``grpc://h:p``, ``http://h:p/`` or ``h:p`` -> (``h:p``, use TLS)."""
     host = (host or "127.0.0.1:50051").strip()
     m = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://", host)
-    tls = bool(m) and m.group(1).lower() in ("grpcs", "https")
-    return host[m.end():].rstrip("/") if m else host.rstrip("/"), tls
+    if m is None:
+        return host.rstrip("/"), False
+    return host[m.end():].rstrip("/"), m.group(1).lower() in ("grpcs", "https")
 
 
 def open_channel(host: str | None) -> grpc.Channel:
@@ -110,8 +111,8 @@ class GatewayUser(User):
     def __init__(self, environment) -> None:
         super().__init__(environment)
         self.channel: grpc.Channel | None = None
-        self.stub: search_pb2_grpc.SearchServiceStub | None = None
-        self.metadata = [("authorization", f"Bearer {TOKEN}")] if TOKEN else None
+        self._stub: search_pb2_grpc.SearchServiceStub | None = None
+        self.metadata = (("authorization", f"Bearer {TOKEN}"),) if TOKEN else None
         self.model = ""
         self.ids: list[str] = []
         self.own_ids: list[str] = []
@@ -138,7 +139,7 @@ class GatewayUser(User):
 
     def on_start(self) -> None:
         self.channel = open_channel(self.host)
-        self.stub = search_pb2_grpc.SearchServiceStub(self.channel)
+        self._stub = search_pb2_grpc.SearchServiceStub(self.channel)
         with _Shared.lock:
             if _Shared.model is None:
                 _Shared.model = MODEL or self._default_model()
@@ -146,6 +147,12 @@ class GatewayUser(User):
                 _Shared.ids = self._existing_ids(_Shared.model)
         self.model = _Shared.model or ""
         self.ids = _Shared.ids or []
+
+    @property
+    def stub(self) -> search_pb2_grpc.SearchServiceStub:
+        if self._stub is None:
+            raise RuntimeError("on_start has not run: no channel yet")
+        return self._stub
 
     def on_stop(self) -> None:
         if self.channel is not None:
@@ -203,7 +210,7 @@ def _delete_upserted(environment, **_kwargs) -> None:
     ``--stop-timeout`` so that no upsert is still in flight (and lands after this) when the test stops."""
     if not CLEANUP:
         return
-    metadata = [("authorization", f"Bearer {TOKEN}")] if TOKEN else None
+    metadata = (("authorization", f"Bearer {TOKEN}"),) if TOKEN else None
     for (host, model), ids in list(_Shared.upserted.items()):
         with open_channel(host) as channel:
             stub = search_pb2_grpc.SearchServiceStub(channel)
