@@ -15,10 +15,14 @@ console = Console()
 
 
 def _apply_overrides(cfg, epochs, batch_size, lr, train_limit, time_limit_min, threads, seed, arch, patch_size,
-                     knn_every):
+                     knn_every, init_backbone):
     updates = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, train_limit=train_limit,
                                      time_limit_min=time_limit_min, threads=threads, seed=seed,
                                      knn_every=knn_every).items() if v is not None}
+    if init_backbone is not None:
+        if not hasattr(cfg, "init_backbone"):
+            raise typer.BadParameter("--init-backbone applies to DINO training only")
+        updates["init_backbone"] = str(init_backbone)
     backbone = cfg.backbone.model_copy(update={k: v for k, v in dict(arch=arch, patch_size=patch_size).items()
                                                if v is not None})
     return cfg.model_copy(update={**updates, "backbone": backbone})
@@ -60,10 +64,12 @@ def _train_command(kind: str, doc: str):
         time_limit_min: float = typer.Option(None, help="stop and save after this many minutes"),
         threads: int = typer.Option(None), seed: int = typer.Option(None), arch: str = typer.Option(None),
         patch_size: int = typer.Option(None), knn_every: int = typer.Option(None),
+        init_backbone: Path = typer.Option(None, help="start from this backbone state dict (DINO: a new recipe "
+                                                      "continuing an earlier run)"),
     ) -> None:
         _train(kind, preset, dataset, out, resume, epochs=epochs, batch_size=batch_size, lr=lr,
                train_limit=train_limit, time_limit_min=time_limit_min, threads=threads, seed=seed, arch=arch,
-               patch_size=patch_size, knn_every=knn_every)
+               patch_size=patch_size, knn_every=knn_every, init_backbone=init_backbone)
 
     command.__doc__ = doc
     return command

@@ -58,8 +58,12 @@ def main(out: Path = typer.Option(Path("reports/extractors")), runs: Path = type
              "20-NN on the monitor subset (10k train db, 2k test queries).", "",
              "| recipe | 20-NN | wall s | final loss | teacher std |", "|---|---|---|---|---|"]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['knn20']:.4f} | {r.get('wall_s', '')} | {r.get('final_loss', '')} | "
-                     f"{r.get('teacher_std', '')} |")
+        loss, std = r.get("final_loss"), r.get("teacher_std")
+        lines.append(f"| {name} | {r['knn20']:.4f} | {r.get('wall_s', '')} | {'' if loss is None else f'{loss:.3f}'} "
+                     f"| {'' if std is None else f'{std:.4f}'} |")
+    missing = [name for name in candidates(train_limit, epochs, threads) if name not in results]
+    if missing:
+        lines += ["", f"Not run yet: {', '.join(missing)}."]
     (out / "dino_recipe_search.md").write_text("\n".join(lines) + "\n")
 
 

@@ -48,6 +48,9 @@ class DinoConfig(TrainConfig):
     local_crops_scale: tuple[float, float] = (0.1, 0.4)
     local_crops_number: int = 6
     local_crop_size: int = 12
+    # A backbone state dict (official keys) both networks start from instead of random weights: continues an
+    # earlier run under a new recipe (new head, schedules from zero). Empty: random initialisation.
+    init_backbone: str = ""
 
 
 def progress_bar() -> Progress:
@@ -75,6 +78,8 @@ def train_dino(cfg: DinoConfig, out_dir: Path, resume: bool = True) -> dict:
             embed_dim, cfg.out_dim, cfg.norm_last_layer, hidden_dim=cfg.hidden_dim, bottleneck_dim=cfg.bottleneck_dim))
 
     student, teacher = build(), build()
+    if cfg.init_backbone:
+        student.backbone.load_state_dict(torch.load(cfg.init_backbone, map_location="cpu", weights_only=True))
     # deepcopy cannot copy weight_norm modules; a second build plus a state-dict copy is the same thing.
     teacher.load_state_dict(student.state_dict())
     for p in teacher.parameters():
