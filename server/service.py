@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -217,15 +217,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
     async def _run_batch(self, key: BatchKey, queries: list[Query]) -> list[BatchResult]:
         """One batch: the queries that came as pixels are embedded in one Triton call, then all are searched in
         one Milvus call (nq = batch, at the largest top_k asked)."""
-        model = self._models[key.model]
         t0 = time.perf_counter()
-        vectors = np.zeros((len(queries), model.dim), dtype=np.float32)
-        with_pixels = [i for i, q in enumerate(queries) if q.pixels is not None]
-        if with_pixels:
-            vectors[with_pixels] = await self._embed(model, np.stack([_pixels(queries[i]) for i in with_pixels]))
-        for i, q in enumerate(queries):
-            if q.vector is not None:
-                vectors[i] = q.vector
+        vectors = await self._vectors(self._models[key.model], queries)
         t1 = time.perf_counter()
         hits = await self._store(self.store.search, key.model, vectors,
                                  max(q.top_k for q in queries), key.filters,
@@ -288,13 +281,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
     async def _write(self, model: ModelDescription, items: list[PreparedItem]) -> None:
         # The last write of an id in a chunk wins, as it would had they been sent one by one.
         latest = list({item.id: item for item in items}.values())
-        vectors = np.zeros((len(latest), model.dim), dtype=np.float32)
-        image_rows = [i for i, item in enumerate(latest) if item.pixels is not None]
-        if image_rows:
-            vectors[image_rows] = await self._embed(model, np.stack([_pixels(latest[i]) for i in image_rows]))
-        for i, item in enumerate(latest):
-            if item.vector is not None:
-                vectors[i] = item.vector
+        vectors = await self._vectors(model, latest)
         await self._ensure_collection(model)
         await self._store(self.store.upsert, model.name, [item.id for item in latest], vectors,
                           [item.metadata for item in latest])
@@ -308,6 +295,17 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         if im.width * im.height <= s.inline_decode_max_pixels:
             return to_model_input(im, size)
         return await asyncio.to_thread(to_model_input, im, size)
+
+    async def _vectors(self, model: ModelDescription, items: Sequence[Query | PreparedItem]) -> np.ndarray:
+        """float32 [N, D]: the items that came as pixels embedded in one Triton call, the others' own vectors."""
+        vectors = np.zeros((len(items), model.dim), dtype=np.float32)
+        with_pixels = [i for i, item in enumerate(items) if item.pixels is not None]
+        if with_pixels:
+            vectors[with_pixels] = await self._embed(model, np.stack([_pixels(items[i]) for i in with_pixels]))
+        for i, item in enumerate(items):
+            if item.vector is not None:
+                vectors[i] = item.vector
+        return vectors
 
     async def _embed(self, model: ModelDescription, pixels: np.ndarray) -> np.ndarray:
         try:
