@@ -25,18 +25,20 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from benchmarks.common import Target, write_result
+from benchmarks.common import Target, console, loadavg_sentence, print_targets, target_bullets, write_result
+from benchmarks.load import drive
+from benchmarks.triton_stats import diff, mean_batch, settled_stats
+from evaluation.document import Doc
 from export.parity import real_images
 from export.repository import export_repository
 from extractors.tensor_names import EMBEDDING_OUTPUT, INPUT_NAME
+from launchers.exporting import triton_model_config
 from launchers.triton import TritonServer
 from server.settings import Settings
 
-console = Console()
 NAME = "dynamic_batching"
 MODEL = "dino_vit_femto_p7_fmnist"
 DELAYS_US = (0, 100, 500, 2000, 5000)
@@ -63,7 +65,7 @@ def variant(delay_us: int) -> str:
 def build_repository(repo: Path, delays: tuple[int, ...], settings: Settings) -> dict:
     """``repo/<MODEL>_delay<N>us/`` for every delay: one export, copied, each config renamed and given its delay."""
     base = repo.parent / "export"
-    export_repository([MODEL], base, target="cpu", settings=settings, parity=False)
+    export_repository([MODEL], base, "cpu", triton_model_config(settings), parity=False)
     text = (base / MODEL / "config.pbtxt").read_text()
     for d in delays:
         shutil.copytree(base / MODEL, repo / variant(d))
@@ -78,73 +80,40 @@ def build_repository(repo: Path, delays: tuple[int, ...], settings: Settings) ->
             "instance_count": settings.triton_instance_count}
 
 
-def _stats(client: grpcclient.InferenceServerClient, model: str) -> dict[str, int]:
-    s = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
-    inf = s.get("inference_stats", {})
-    return {"inferences": int(s.get("inference_count", 0)), "executions": int(s.get("execution_count", 0)),
-            "requests": int(inf.get("success", {}).get("count", 0)),
-            "queue_ns": int(inf.get("queue", {}).get("ns", 0)),
-            "compute_ns": sum(int(inf.get(k, {}).get("ns", 0)) for k in
-                              ("compute_input", "compute_infer", "compute_output"))}
-
-
-def _settled_stats(client: grpcclient.InferenceServerClient, model: str, timeout_s: float = 2.0) -> dict[str, int]:
-    """Statistics once they stop changing: Triton counts an execution after its responses are on their way, so the
-    last responses of a row can reach the client before they are counted."""
-    stats = _stats(client, model)
-    deadline = time.perf_counter() + timeout_s
-    while time.perf_counter() < deadline:
-        time.sleep(0.05)
-        again = _stats(client, model)
-        if again == stats:
-            break
-        stats = again
-    return stats
-
-
 async def _drive(url: str, model: str, images: np.ndarray, concurrency: int, seconds: float) -> tuple[list, int, float]:
     """``concurrency`` tasks sending one image each, back to back, for ``seconds``: latencies (ms), errors, elapsed."""
     client = aioclient.InferenceServerClient(url)
     wanted = [aioclient.InferRequestedOutput(EMBEDDING_OUTPUT)]
-    latencies: list[float] = []
-    errors = [0]
-    stop = time.perf_counter() + seconds
+    inputs = []
+    for image in images:  # built once: a call times the request alone
+        inp = aioclient.InferInput(INPUT_NAME, [1, *image.shape], "UINT8")
+        inp.set_data_from_numpy(image[None])
+        inputs.append(inp)
 
-    async def worker(w: int) -> None:
-        i = w
-        while time.perf_counter() < stop:
-            x = images[i % len(images)][None]
-            inp = aioclient.InferInput(INPUT_NAME, list(x.shape), "UINT8")
-            inp.set_data_from_numpy(x)
-            t0 = time.perf_counter()
-            try:
-                await client.infer(model, [inp], outputs=wanted, client_timeout=30)
-                latencies.append((time.perf_counter() - t0) * 1e3)
-            except Exception:  # noqa: BLE001 - counted and reported; a benchmark run must finish
-                errors[0] += 1
-            i += concurrency
+    async def call(i: int) -> tuple:
+        await client.infer(model, [inputs[i]], outputs=wanted, client_timeout=30)
+        return ()
 
-    t0 = time.perf_counter()
     try:
-        await asyncio.gather(*[worker(w) for w in range(concurrency)])
+        rows, errors, elapsed = await drive(call, len(inputs), concurrency, seconds)
     finally:
         await client.close()
-    return latencies, errors[0], time.perf_counter() - t0
+    return [r[0] for r in rows], errors, elapsed
 
 
 def measure(url: str, model: str, images: np.ndarray, concurrency: int, seconds: float, warmup_s: float) -> dict:
     asyncio.run(_drive(url, model, images, concurrency, warmup_s))
     with grpcclient.InferenceServerClient(url) as client:
-        before = _settled_stats(client, model)
+        before = settled_stats(client, model)
         latencies, errors, elapsed = asyncio.run(_drive(url, model, images, concurrency, seconds))
-        after = _settled_stats(client, model)
-    d = {k: after[k] - before[k] for k in after}
+        after = settled_stats(client, model)
+    d = diff(after, before)
     a = np.asarray(latencies) if latencies else np.asarray([np.nan])
     return {"concurrency": concurrency, "requests": len(latencies), "errors": errors, "seconds": round(elapsed, 2),
             "inferences_per_s": round(len(latencies) / elapsed, 1),
             "p50_ms": round(float(np.percentile(a, 50)), 3), "p99_ms": round(float(np.percentile(a, 99)), 3),
             "triton_inferences": d["inferences"], "triton_executions": d["executions"],
-            "mean_batch": round(d["inferences"] / d["executions"], 2) if d["executions"] else None,
+            "mean_batch": mean_batch(d),
             "queue_ms_per_request": round(d["queue_ns"] / d["requests"] / 1e6, 3) if d["requests"] else None,
             "compute_ms_per_request": round(d["compute_ns"] / d["requests"] / 1e6, 3) if d["requests"] else None}
 
@@ -171,12 +140,14 @@ def choose_delay(result: dict) -> dict:
 
 
 def run(quick: bool = False, delays: tuple[int, ...] | None = None, concurrencies: tuple[int, ...] | None = None,
-        seconds: float | None = None) -> dict:
+        seconds: float | None = None, settings: Settings | None = None) -> dict:
+    """The curve, exported with ``settings`` (default ``Settings()``: its Triton batching configuration) and only the
+    queue delay changed per copy."""
     delays = tuple(sorted(delays or (QUICK_DELAYS_US if quick else DELAYS_US)))
     concurrencies = tuple(sorted(concurrencies or (QUICK_CONCURRENCIES if quick else CONCURRENCIES)))
     seconds = seconds or (1.5 if quick else 4.0)
     warmup_s = 0.3 if quick else 1.0
-    settings = Settings()
+    settings = settings or Settings()
     images = real_images(28, 256)
     result: dict = {"quick": quick, "model": MODEL, "delays_us": list(delays), "concurrencies": list(concurrencies),
                     "seconds_per_row": seconds, "warmup_s": warmup_s,
@@ -222,8 +193,7 @@ def _print(result: dict) -> None:
     console.print(table)
     if "recommended" in result:
         console.print(f"recommended max_queue_delay_microseconds: {choose_delay(result)['delay_us']} ({RULE})")
-    for t in targets(result):
-        console.print(f"{'[green]met' if t.met else '[red]missed'}[/]: {t.name}: {t.measured} (target {t.target})")
+    print_targets(targets(result))
 
 
 def targets(result: dict) -> list[Target]:
@@ -241,40 +211,31 @@ def targets(result: dict) -> list[Target]:
 
 def markdown(result: dict) -> str:
     cfg = result["config"]
-    lines = [
-        "## Dynamic batching in Triton (`benchmarks/dynamic_batching.py`)",
-        "",
-        f"{result['model']} (28x28) served by `tritonserver` (python backend, ONNX Runtime), max batch size "
-        f"{cfg['max_batch_size']}, preferred batch sizes {cfg['preferred_batch_sizes']}, {cfg['instance_count']} "
-        f"instance; one copy of the model per `max_queue_delay_microseconds` value in one server. Load: one asyncio "
-        "process (`tritonclient.grpc.aio`), each task sending one uint8 image at a time, "
-        f"{result['seconds_per_row']:g} s per row after {result['warmup_s']:g} s of warm-up. Mean batch = Triton's "
-        "inference count / execution count over the row; queue and compute are Triton's own per-request means."
-        + (f" 1-minute load average {result['loadavg_1m']['start']} at the start, {result['loadavg_1m']['end']} at "
-           "the end (other jobs share this machine)." if "loadavg_1m" in result else ""),
-        "",
-        "| max queue delay | concurrency | inferences/s | p50 | p99 | mean batch | queue | compute | errors |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for d, rows in result["curve"].items():
-        for r in rows:
-            lines.append(f"| {d} us | {r['concurrency']} | {r['inferences_per_s']:.0f} | {r['p50_ms']:.2f} ms | "
-                         f"{r['p99_ms']:.2f} ms | {r['mean_batch']} | {r['queue_ms_per_request']} ms | "
-                         f"{r['compute_ms_per_request']} ms | {r['errors']} |")
+    doc = Doc()
+    doc.h(2, "Dynamic batching in Triton (`benchmarks/dynamic_batching.py`)")
+    doc.p(f"{result['model']} (28x28) served by `tritonserver` (python backend, ONNX Runtime), max batch size "
+          f"{cfg['max_batch_size']}, preferred batch sizes {cfg['preferred_batch_sizes']}, {cfg['instance_count']} "
+          f"instance; one copy of the model per `max_queue_delay_microseconds` value in one server. Load: one asyncio "
+          "process (`tritonclient.grpc.aio`), each task sending one uint8 image at a time, "
+          f"{result['seconds_per_row']:g} s per row after {result['warmup_s']:g} s of warm-up. Mean batch = Triton's "
+          "inference count / execution count over the row; queue and compute are Triton's own per-request means."
+          + loadavg_sentence(result))
+    doc.table(["max queue delay", "concurrency", "inferences/s", "p50", "p99", "mean batch", "queue", "compute",
+               "errors"],
+              [[f"{d} us", str(r["concurrency"]), f"{r['inferences_per_s']:.0f}", f"{r['p50_ms']:.2f} ms",
+                f"{r['p99_ms']:.2f} ms", str(r["mean_batch"]), f"{r['queue_ms_per_request']} ms",
+                f"{r['compute_ms_per_request']} ms", str(r["errors"])]
+               for d, rows in result["curve"].items() for r in rows])
     rec = choose_delay(result) if 1 in result["concurrencies"] else None
     if rec:
-        lines += ["", f"Recommended default: **max_queue_delay_microseconds = {rec['delay_us']}**, by the rule: "
-                  f"{rec['rule']}. Within the concurrency-1 latency allowance: "
-                  + ", ".join(f"{d} us ({rec['loaded_inferences_per_s'][str(d)]:.0f} inferences/s loaded)"
-                              for d in rec["latency_ok"])
-                  + f"; within {THROUGHPUT_TOLERANCE:.0%} of the best of them: "
-                  + ", ".join(f"{d} us" for d in rec["eligible"]) + "."]
-    verdicts = targets(result)
-    if verdicts:
-        lines += ["", "Targets:", ""]
-        lines += [f"- {t.name}: {t.target}, measured {t.measured}: **{'met' if t.met else 'missed'}**"
-                  for t in verdicts]
-    return "\n".join(lines) + "\n"
+        doc.p(f"Recommended default: **max_queue_delay_microseconds = {rec['delay_us']}**, by the rule: "
+              f"{rec['rule']}. Within the concurrency-1 latency allowance: "
+              + ", ".join(f"{d} us ({rec['loaded_inferences_per_s'][str(d)]:.0f} inferences/s loaded)"
+                          for d in rec["latency_ok"])
+              + f"; within {THROUGHPUT_TOLERANCE:.0%} of the best of them: "
+              + ", ".join(f"{d} us" for d in rec["eligible"]) + ".")
+    target_bullets(doc, targets(result))
+    return doc.markdown()
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks import ingest
+from benchmarks.vsearch_index import index_defaults
 from tests.fixtures.benchmarks import run_quick
 
 pytestmark = pytest.mark.slow
@@ -18,7 +19,7 @@ def quick_result(tmp_path_factory):
 def test_headline_indexes_every_image_asked(quick_result):
     result, _ = quick_result
     h = result["headline"]
-    assert (h["batch_size"], h["concurrency"], h["resume"]) == ingest.cli_defaults()
+    assert (h["batch_size"], h["concurrency"], h["resume"]) == index_defaults()
     assert h["images"] == h["indexed"] == 2000
     assert h["errors"] == 0 and h["skipped_existing"] == 0
     assert h["images_per_s"] > 0 and h["seconds"] > 0 and h["wall_s"] >= h["seconds"]
@@ -32,7 +33,7 @@ def test_knob_sweep_reindexes_the_same_subset_for_every_setting(quick_result):
     result, _ = quick_result
     sweep = result["sweep"]
     settings = {(s["batch_size"], s["concurrency"], s["resume"]) for s in sweep["settings"]}
-    assert ingest.cli_defaults() in settings and len(settings) >= 3
+    assert index_defaults() in settings and len(settings) >= 3
     for s in sweep["settings"]:
         assert s["indexed"] == [sweep["images"]] * sweep["rounds"]  # the deletes in between took effect
         assert s["errors"] == 0 and s["images_per_s_mean"] > 0

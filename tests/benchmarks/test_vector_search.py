@@ -7,6 +7,9 @@ import numpy as np
 import pytest
 
 from benchmarks import vector_search as vs
+from benchmarks.vector_search.data import SYNTH_DIM, Dataset, recall_at_k, synthetic, with_ground_truth
+from benchmarks.vector_search.plan import RECALL_TARGET, TOP_K
+from benchmarks.vector_search.sweep import choose, final_ef
 from tests.fixtures.benchmarks import run_quick
 
 ENGINES = {"faiss_flat", "faiss_hnsw", "milvus_server", "milvus_lite"}
@@ -33,7 +36,7 @@ def test_quick_run_covers_every_engine_on_both_data_sets(quick_result):
         kinds = {r["engine"] for r in result["engines"] if r["dataset"] == key}
         assert kinds == ENGINES, key
     real = result["datasets"]["real"]
-    assert real["dim"] == 128 and result["datasets"]["synthetic_10k"]["dim"] == vs.SYNTH_DIM
+    assert real["dim"] == 128 and result["datasets"]["synthetic_10k"]["dim"] == SYNTH_DIM
     roles = {r["role"] for r in result["engines"] if r["dataset"] == "real" and r["engine"] == "milvus_server"}
     assert roles == {"current", "tuned"}
 
@@ -61,7 +64,7 @@ def test_quick_run_sweep_and_recommendation(quick_result):
         assert 0 < r["distances_per_query"] < result["datasets"][r["dataset"]]["rows"], r
     pick = sweep["pick"]
     if pick["meets_target"]:
-        assert min(pick["recall_at_10"].values()) >= vs.RECALL_TARGET
+        assert min(pick["recall_at_10"].values()) >= RECALL_TARGET
     rec = result["recommended"]
     assert (rec["hnsw_m"], rec["hnsw_ef_construction"]) == (pick["M"], pick["efConstruction"])
     tuned = result["milvus_ef_sweep"]["tuned"]
@@ -71,9 +74,9 @@ def test_quick_run_sweep_and_recommendation(quick_result):
     # the chosen ef is the smallest that reaches the target on every data set (when one does)
     assert rec["hnsw_ef"] == max(v["smallest_ef"] for v in tuned.values())
     if rec["meets_target"]:
-        assert all(recalls[rec["hnsw_ef"]] >= vs.RECALL_TARGET for recalls in by_ef.values())
+        assert all(recalls[rec["hnsw_ef"]] >= RECALL_TARGET for recalls in by_ef.values())
         for key, v in tuned.items():
-            assert all(by_ef[key][ef] < vs.RECALL_TARGET for ef in by_ef[key] if ef < v["smallest_ef"])
+            assert all(by_ef[key][ef] < RECALL_TARGET for ef in by_ef[key] if ef < v["smallest_ef"])
     # the Milvus server rows were measured at the chosen parameters
     for r in result["engines"]:
         if r["role"] == "tuned":
@@ -98,7 +101,7 @@ def test_markdown_and_targets(quick_result):
     tuned = {r["dataset"]: r for r in result["engines"] if r["engine"] == "milvus_server" and r["role"] == "tuned"}
     for t in targets:
         key = t.name.split(",")[2].strip().split(" ")[0]
-        assert t.met == (tuned[key]["recall_at_10"] >= vs.RECALL_TARGET)
+        assert t.met == (tuned[key]["recall_at_10"] >= RECALL_TARGET)
         assert f"| {t.name} |" in md
 
 
@@ -108,23 +111,23 @@ def test_recall_counts_an_exact_tie_at_the_kth_place_as_a_hit():
     db /= np.linalg.norm(db, axis=1, keepdims=True)
     queries = rng.standard_normal((10, 16)).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    exact = np.argsort(-(queries @ db.T), axis=1)[:, :vs.TOP_K]
+    exact = np.argsort(-(queries @ db.T), axis=1)[:, :TOP_K]
     twin = len(db)  # an exact copy of query 0's k-th neighbour, outside the true top k by id
     db = np.concatenate([db, db[exact[0, -1]][None]])
-    ds = vs.with_ground_truth(vs.Dataset("t", "t", db, queries))
-    assert vs.recall_at_k(exact, ds) == 1.0
+    ds = with_ground_truth(Dataset("t", "t", db, queries))
+    assert recall_at_k(exact, ds) == 1.0
     tied = exact.copy()
     tied[0, -1] = twin  # the copy instead of the original: as near, so not a miss
-    assert vs.recall_at_k(tied, ds) == 1.0
+    assert recall_at_k(tied, ds) == 1.0
     worse = exact.copy()
-    worse[0, -1] = int(np.argsort(-(queries[0] @ db.T))[vs.TOP_K + 1])  # the (k+2)-th: a miss
-    assert vs.recall_at_k(worse, ds) == pytest.approx(1 - 1 / (10 * vs.TOP_K))
-    assert vs.recall_at_k(np.full_like(exact, -1), ds) == 0.0
+    worse[0, -1] = int(np.argsort(-(queries[0] @ db.T))[TOP_K + 1])  # the (k+2)-th: a miss
+    assert recall_at_k(worse, ds) == pytest.approx(1 - 1 / (10 * TOP_K))
+    assert recall_at_k(np.full_like(exact, -1), ds) == 0.0
 
 
 def test_synthetic_sets_are_seeded_prefixes():
-    a, qa = vs.synthetic(2000, 10, n_clusters=20, dim=32)
-    b, qb = vs.synthetic(1000, 10, n_clusters=20, dim=32)
+    a, qa = synthetic(2000, 10, n_clusters=20, dim=32)
+    b, qb = synthetic(1000, 10, n_clusters=20, dim=32)
     np.testing.assert_array_equal(a[:1000], b)
     np.testing.assert_array_equal(qa, qb)
     assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
@@ -141,14 +144,14 @@ def test_choose_needs_the_target_on_every_data_set_and_breaks_ties_by_ef_then_bu
             _sweep_row("a", 16, 200, 10, 0.98, 140, 5.0), _sweep_row("b", 16, 200, 10, 0.96, 145, 5.0),
             _sweep_row("a", 16, 100, 10, 0.98, 140, 3.0), _sweep_row("b", 16, 100, 10, 0.96, 150, 3.0),
             _sweep_row("a", 32, 100, 16, 0.99, 500, 3.0), _sweep_row("b", 32, 100, 16, 0.99, 500, 3.0)]
-    pick = vs.choose(rows, ["a", "b"])
+    pick = choose(rows, ["a", "b"])
     # (16, 200) at ef 10 is the cheapest (285 x 100); (8, 40) at ef 32 (300 x 100) and (16, 100) at ef 10
     # (290 x 100) are within 10 %: ties go to the smallest ef, then to the faster build
     assert (pick["M"], pick["efConstruction"], pick["ef"]) == (16, 100, 10) and pick["meets_target"]
     assert pick["recall_at_10"] == {"a": 0.98, "b": 0.96}
-    alone = vs.choose(rows, ["a"])
+    alone = choose(rows, ["a"])
     assert (alone["M"], alone["efConstruction"], alone["ef"]) == (8, 40, 10)  # 100 x 100: no tie
-    nothing = vs.choose(rows, ["a", "b"], target=0.999)
+    nothing = choose(rows, ["a", "b"], target=0.999)
     assert not nothing["meets_target"]
-    assert vs.final_ef([{"ef": 10, "recall_at_10": 0.9}, {"ef": 16, "recall_at_10": 0.96}]) == (16, True)
-    assert vs.final_ef([{"ef": 10, "recall_at_10": 0.9}]) == (10, False)
+    assert final_ef([{"ef": 10, "recall_at_10": 0.9}, {"ef": 16, "recall_at_10": 0.96}]) == (16, True)
+    assert final_ef([{"ef": 10, "recall_at_10": 0.9}]) == (10, False)

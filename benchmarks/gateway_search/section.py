@@ -1,0 +1,106 @@
+"""The gateway benchmark's BENCHMARKS.md section, console table and targets, all from the result."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from benchmarks.common import Target, console
+from benchmarks.gateway_search.plan import HEADLINE_CONCURRENCY, HEADLINE_P99_MS, HEADLINE_QPS, TOP_K
+from evaluation.document import Doc
+
+CPU_SPLIT = ("client", "gateway", "triton", "milvus")
+STAGES = ("decode", "embed", "search", "gateway_overhead")
+
+
+def print_result(results: dict) -> None:
+    table = Table(title=f"search by image ({results['model']}, {results['indexed']} items)")
+    for col in ("path", "conc.", "QPS", "p50 ms", "p99 ms", "decode", "embed", "search", "overhead", "CPU ms/query"):
+        table.add_column(col)
+    for path in ("gateway", "direct"):
+        for r in results[path]:
+            table.add_row(path, str(r["concurrency"]), str(r["qps"]), str(r["p50_ms"]), str(r["p99_ms"]),
+                          *[str(r.get(f"{k}_p50_ms", "")) for k in STAGES], str(r["cpu_ms_per_query_total"]))
+    console.print(table)
+
+
+def _headline(result: dict) -> dict | None:
+    return next((r for r in result["gateway"] if r["concurrency"] == HEADLINE_CONCURRENCY), None)
+
+
+def targets(result: dict) -> list[Target]:
+    out = []
+    c1 = next((r for r in result["gateway"] if r["concurrency"] == 1), None)
+    if c1 and c1.get("gateway_overhead_p50_ms") is not None:
+        out.append(Target("gateway overhead at p50 (concurrency 1)", "<= 1 ms",
+                          f"{c1['gateway_overhead_p50_ms']:.3f} ms", c1["gateway_overhead_p50_ms"] <= 1.0))
+    h = _headline(result)
+    items = f"{result['indexed']:,} items"
+    if h:
+        out.append(Target(f"search by image, {items}, {HEADLINE_CONCURRENCY} callers back to back (throughput)",
+                          f">= {HEADLINE_QPS:.0f} QPS", f"{h['qps']:.0f} QPS (p99 {h['p99_ms']:.1f} ms)",
+                          h["qps"] >= HEADLINE_QPS))
+    if paced := result.get("paced"):
+        kept_up = paced["qps"] >= 0.98 * HEADLINE_QPS
+        out.append(Target(f"search by image, {items}, {HEADLINE_QPS:.0f} QPS offered by {HEADLINE_CONCURRENCY} callers",
+                          f"served, p99 <= {HEADLINE_P99_MS:.0f} ms",
+                          f"{paced['qps']:.0f} QPS served, p99 {paced['p99_ms']:.1f} ms",
+                          kept_up and paced["p99_ms"] <= HEADLINE_P99_MS))
+    return out
+
+
+def _hnsw(result: dict) -> str:
+    h = result.get("hnsw")
+    return f": M {h['m']}, efConstruction {h['ef_construction']}, ef {h['ef']}" if h else ""
+
+
+def _settled(result: dict) -> str:
+    quiet = result.get("index", {}).get("settled_for_s")
+    return f"; its segment set unchanged for {quiet:.0f} s, so Milvus's own compactions were over" if quiet else ""
+
+
+def _row(label: str, r: dict) -> list[str]:
+    cpu = r["cpu_ms_per_query"]
+    split = " / ".join(f"{cpu[k]:.2f}" if k in cpu else "-" for k in CPU_SPLIT)
+    stages = [f"{r[f'{k}_p50_ms']:.2f} ms" if f"{k}_p50_ms" in r else "-" for k in STAGES]
+    batch = r.get("triton_mean_batch")
+    return [label, str(r["concurrency"]), f"{r['qps']:.0f}", f"{r['p50_ms']:.1f} ms", f"{r['p99_ms']:.1f} ms",
+            *stages, str(batch) if batch is not None else "-", f"{r['cpu_ms_per_query_total']:.2f} ({split})"]
+
+
+def markdown(result: dict) -> str:
+    cores = (result.get("machine") or {}).get("cpus")
+    doc = Doc()
+    doc.h(2, "Search by image through the gateway (`benchmarks/gateway_search/`)")
+    doc.p(f"{result['model']} over {result['indexed']:,} indexed Fashion-MNIST images in the Milvus server (sealed and "
+          f"HNSW-indexed before measuring{_hnsw(result)}{_settled(result)}), PNG queries (28x28), top_k "
+          f"{result.get('top_k', TOP_K)} with metadata, "
+          f"{result['seconds_per_run']:.0f} s per row. The load generator is one asyncio process on the same machine. "
+          "*closed* rows: each caller sends its next query when the last is answered (highest throughput; by Little's "
+          "law mean latency = callers / QPS). *paced* row: the callers send on a fixed schedule and latency counts "
+          "from the scheduled time. Stages are the gateway's own timings (medians; waiting for a batch counts as "
+          "embed); overhead = gateway total minus the stages. Triton batch = Triton's inferences / executions. "
+          "CPU ms/query = CPU time of each process during the row / queries served (client, gateway, Triton incl. "
+          f"its python-backend stub, Milvus): it shows where the {f'{cores} ' if cores else ''}cores go.")
+    rows = [_row("gateway, closed", r) for r in result["gateway"]]
+    if paced := result.get("paced"):
+        rows.append(_row(f"gateway, paced {paced['offered_qps']:.0f} QPS", paced))
+    rows += [_row("direct script, closed", r) for r in result["direct"]]
+    doc.table(["path", "callers", "QPS", "p50", "p99", "decode", "embed", "search", "overhead", "Triton batch",
+               "CPU ms/query (client / gateway / Triton / Milvus)"], rows)
+    pairs = [(g, d) for g in result["gateway"] for d in result["direct"] if g["concurrency"] == d["concurrency"]]
+    if pairs:
+        doc.p("Gateway vs the direct script (same queries, same callers): "
+              + "; ".join(f"{g['concurrency']} callers: {g['qps'] / max(d['qps'], 1e-9):.2f}x the QPS"
+                          for g, d in pairs) + ".")
+    if _headline(result):
+        doc.p(f"Little's law: {HEADLINE_CONCURRENCY} callers back to back at {HEADLINE_QPS:.0f} QPS would "
+              f"wait {HEADLINE_CONCURRENCY / HEADLINE_QPS * 1e3:.0f} ms on average, so p99 <= "
+              f"{HEADLINE_P99_MS:.0f} ms at that concurrency needs >= "
+              f"{HEADLINE_CONCURRENCY / HEADLINE_P99_MS * 1e3:.0f} QPS; the latency "
+              f"target is therefore measured on the paced row ({HEADLINE_QPS:.0f} QPS offered by "
+              f"{HEADLINE_CONCURRENCY} callers).")
+    if prof := result.get("profile"):
+        doc.p(f"Where the gateway's time goes at {HEADLINE_CONCURRENCY} callers (py-spy in a separate run, "
+              f"share of samples in a function and what it calls; stacks in `benchmarks/{prof['stacks']}`):")
+        doc.bullets([f"{share:.0%} `{frame}`" for frame, share in prof["top"]])
+    return doc.markdown()
