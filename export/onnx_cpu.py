@@ -11,7 +11,7 @@ two rewritten copies next to it, which ``model.py`` loads:
 
 The fusion replaces the ~15 nodes the exporter writes for ``scaled_dot_product_attention`` (reshape, transpose,
 three gathers, two scalings, QK^T, softmax, AV, transpose, reshape) by one node; ONNX Runtime's own transformer
-optimiser does not recognise that pattern. ``benchmarks/embedding.py`` measures each rewrite.
+optimiser does not recognise that pattern. ``benchmarks/embedding/`` measures each rewrite.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ EMBEDDING_GRAPH = "embedding.cpu.onnx"
 # ORT's worker threads spin-wait for work after each operator by default. In a serving stack on a small CPU box (the
 # Triton server, its gRPC threads, the gateway, Milvus and the clients share the cores) the spinning takes the cycles
 # the others need: with it, Triton spent 6.9 ms of CPU per query at one caller, without it 2.5 ms
-# (benchmarks/gateway_search.py, CPU per process). Alone on a machine it is within noise (benchmarks/embedding.py).
+# (benchmarks/gateway_search/, CPU per process). Alone on a machine it is within noise (benchmarks/embedding/).
 DEFAULT_ALLOW_SPINNING = False
 
 

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     milvus_uri: str = "http://127.0.0.1:19530"
     milvus_port: int = 19530
     milvus_data_dir: Path = Path("data/milvus")
-    # HNSW: picked by benchmarks/vector_search.py (BENCHMARKS.md): the cheapest graph and search ef with recall@10
+    # HNSW: picked by benchmarks/vector_search/ (BENCHMARKS.md): the cheapest graph and search ef with recall@10
     # >= 0.95 on real embeddings and on 100k/1M synthetic 384-d sets (ef is raised to top_k when top_k is larger).
     hnsw_m: int = 16
     hnsw_ef_construction: int = 100
