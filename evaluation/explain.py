@@ -12,7 +12,8 @@
   ([B, 1280, 7, 7] at 224 px).
 
 ``explain(image, model, out_dir)`` writes the PNGs for whatever the model supports and returns their paths:
-it is what ``vsearch explain IMAGE --model NAME --out DIR`` calls.
+it is what ``vsearch explain IMAGE --model NAME --out DIR`` calls. The raw-pixel floor has nothing to explain
+(``explainable``). Images reach the model through the gateway's resize (``extractors.imaging``).
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from torch import nn
 
 from extractors.datasets import FASHION_MNIST_CLASSES
-from extractors.registry import get_spec, load_extractor, load_network
+from extractors.imaging import array_to_model_input, to_model_input
+from extractors.registry import ExtractorSpec, get_spec, load_extractor, load_network
 
 
 @dataclass
@@ -39,26 +43,44 @@ class Explanation:
     predicted: str = ""
 
 
-def load_image(image) -> np.ndarray:
-    """A path, a PIL image or an array -> HxWx3 uint8."""
-    from PIL import Image
+def explainable(model: str) -> bool:
+    """Whether ``model`` has anything to show: self-attention and Grad-CAM (ViTs) or Grad-CAM (CNNs)."""
+    return get_spec(model).family in ("vit", "cnn")
 
+
+def _model_input(image, size: int) -> tuple[torch.Tensor, np.ndarray]:
+    """A path, a PIL image or an HxW / HxWx3 uint8 array -> uint8 [1, 3, size, size] and, as HxWx3, what the
+    model sees."""
     if isinstance(image, str | Path):
         image = Image.open(image)
-    if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=-1)
-    return image.astype(np.uint8)
-
-
-def _model_input(image: np.ndarray, size: int) -> tuple[torch.Tensor, np.ndarray]:
-    from export.parity import resize_square
-
-    chw = resize_square(image, size)
-    chw = np.ascontiguousarray(chw)
+    chw = to_model_input(image, size) if isinstance(image, Image.Image) else array_to_model_input(image, size)
     return torch.from_numpy(chw)[None], chw.transpose(1, 2, 0)
+
+
+def _normalised_input(image, spec: ExtractorSpec) -> tuple[torch.Tensor, np.ndarray]:
+    """What the bare network takes (float, normalised with the spec's statistics) and what it sees."""
+    x, seen = _model_input(image, spec.input_size)
+    return (x.float() - torch.tensor(spec.mean).view(1, -1, 1, 1)) / torch.tensor(spec.std).view(1, -1, 1, 1), seen
+
+
+def _top_class_gradient(net: nn.Module, layer: nn.Module, x: torch.Tensor):
+    """Runs ``net`` on one image and backpropagates its top logit: the logits, the top class, and ``layer``'s
+    output and its gradient (batch dimension dropped)."""
+    store = {}
+
+    def hook(_m, _i, out):
+        out.retain_grad()
+        store["act"] = out
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        logits = net(x)
+    finally:
+        handle.remove()
+    cls = int(logits.argmax(1))
+    net.zero_grad()
+    logits[0, cls].backward()
+    return logits, cls, store["act"][0].detach(), store["act"].grad[0]
 
 
 def attention_mass_mask(attn: torch.Tensor, keep: float = 0.6) -> torch.Tensor:
@@ -84,7 +106,7 @@ def vit_attention(image, model: str, keep: float = 0.6) -> Explanation:
     if spec.family != "vit":
         raise ValueError(f"{model} is not a ViT: use cnn_gradcam")
     net = load_extractor(model, with_attention=True)
-    x, seen = _model_input(load_image(image), spec.input_size)
+    x, seen = _model_input(image, spec.input_size)
     _, attn = net(x)  # [1, heads, N]
     attn = attn[0]
     side = int(round(attn.shape[1] ** 0.5))
@@ -104,23 +126,9 @@ def vit_gradcam(image, model: str) -> Explanation:
     net = load_network(model)
     if not isinstance(net.head, torch.nn.Linear):
         raise ValueError(f"{model} has no classification head: Grad-CAM needs class logits")
-    x, seen = _model_input(load_image(image), spec.input_size)
-    x = (x.float() - torch.tensor(spec.mean).view(1, -1, 1, 1)) / torch.tensor(spec.std).view(1, -1, 1, 1)
-    store = {}
-
-    def hook(_m, _i, out):
-        out.retain_grad()
-        store["act"] = out
-
-    handle = net.blocks[-1].norm1.register_forward_hook(hook)
-    try:
-        logits = net(x)
-    finally:
-        handle.remove()
-    cls = int(logits.argmax(1))
-    net.zero_grad()
-    logits[0, cls].backward()
-    act, grad = store["act"][0, 1:].detach(), store["act"].grad[0, 1:]  # patch tokens [N, D]
+    x, seen = _normalised_input(image, spec)
+    logits, cls, act, grad = _top_class_gradient(net, net.blocks[-1].norm1, x)
+    act, grad = act[1:], grad[1:]  # patch tokens [N, D]
     cam = F.relu((act * grad.mean(0)).sum(-1))
     side = int(round(cam.numel() ** 0.5))
     up = F.interpolate(cam.view(1, 1, side, side), size=seen.shape[:2], mode="bilinear", align_corners=False)[0]
@@ -132,23 +140,8 @@ def vit_gradcam(image, model: str) -> Explanation:
 def cnn_gradcam(image, model: str = "efficientnet_lite0_imagenet") -> Explanation:
     spec = get_spec(model)
     net = load_network(model)
-    x, seen = _model_input(load_image(image), spec.input_size)
-    x = (x.float() - torch.tensor(spec.mean).view(1, -1, 1, 1)) / torch.tensor(spec.std).view(1, -1, 1, 1)
-    store = {}
-
-    def hook(_m, _i, out):
-        out.retain_grad()
-        store["act"] = out
-
-    handle = net.last_conv.register_forward_hook(hook)
-    try:
-        logits = net(x)
-    finally:
-        handle.remove()
-    cls = int(logits.argmax(1))
-    net.zero_grad()
-    logits[0, cls].backward()
-    act, grad = store["act"][0].detach(), store["act"].grad[0]  # [C, h, w]
+    x, seen = _normalised_input(image, spec)
+    _, cls, act, grad = _top_class_gradient(net, net.last_conv, x)  # act, grad: [C, h, w]
     cam = F.relu((act * grad.mean((1, 2))[:, None, None]).sum(0))
     up = F.interpolate(cam[None, None], size=seen.shape[:2], mode="bilinear", align_corners=False)[0]
     label = f"ImageNet class {cls}"
@@ -158,6 +151,8 @@ def cnn_gradcam(image, model: str = "efficientnet_lite0_imagenet") -> Explanatio
 def explanations(image, model: str) -> list[Explanation]:
     """Every explanation the model supports: attention (+ Grad-CAM with a head) for ViTs, Grad-CAM for CNNs."""
     spec = get_spec(model)
+    if not explainable(model):
+        raise ValueError(f"{model} ({spec.family}) has neither self-attention nor a layer for Grad-CAM")
     if spec.family != "vit":
         return [cnn_gradcam(image, model)]
     out = [vit_attention(image, model)]

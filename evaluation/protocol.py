@@ -7,13 +7,14 @@ Task 2, copy detection on Fashion-MNIST: 1,000 test images (drawn with a fixed s
 strong copies (``CopyConfig.strong()``, seeded by ``make_copies``); the 3,000 copies are the queries, the
 database is all 70k images (train + test): the 1,000 originals are the targets, the rest distractors.
 Copies are made at 28x28 and then, like every database image, resized square to the extractor's input
-(``export.parity.resize_square``: a no-op 28 -> 28 for the femto ViTs, 28 -> 224 for EfficientNet).
+(``extractors.imaging.array_to_model_input``, the gateway's resize: a no-op 28 -> 28 for the femto ViTs,
+28 -> 224 for EfficientNet).
 
 Task 2b, copy detection on the bundled real photos (39 photos, 3 strong copies each, database = the photos),
-only for extractors made for photos (input >= 64 px) and for the pixel floor.
+only for extractors made for photos (``ExtractorSpec.photo_size``: input >= 64 px, and the pixel floor).
 
-``pixels`` is the raw-pixel floor: the L2-normalised grey image (mean of the channels) at 28x28 for
-Fashion-MNIST and 32x32 for the photos.
+``pixels`` is the raw-pixel floor, an extractor of the registry like the others: the L2-normalised grey image
+(mean of the channels) at 28x28 for Fashion-MNIST and 32x32 for the photos.
 
 Extractors that are too slow on CPU for the full sets (EfficientNet at 224 px: ~20-90 ms per image) run on a
 smaller, documented subset (``SLOW_EXTRACTOR_SIZES``); the results record the sizes every number was
@@ -32,22 +33,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from evaluation.metrics import class_retrieval_metrics, copy_detection_metrics, search
+from evaluation.names import DEFAULT_OUT
 from extractors.copies import CopyConfig, make_copies
 from extractors.datasets import FASHION_MNIST_CLASSES, load_fashion_mnist, load_photos
-from extractors.registry import get_spec, load_extractor
+from extractors.imaging import array_to_model_input
+from extractors.registry import PIXELS, get_spec, load_extractor
 
 console = Console()
-PIXELS = "pixels"
 DEFAULT_EXTRACTORS = [PIXELS, "random_vit_femto_p7_fmnist", "dino_vit_femto_p7_fmnist",
                       "supervised_vit_femto_p7_fmnist", "efficientnet_lite0_imagenet"]
-DEFAULT_OUT = Path("reports/comparison")
 N_SAMPLE_QUERIES = 8  # test queries whose top neighbours are stored for the report's retrieval grids
 SAMPLE_TOPK = 8
 N_TSNE = 2000  # test embeddings stored for the report's t-SNE map
@@ -77,30 +77,18 @@ def _progress() -> Progress:
 
 
 def input_size(name: str, photos: bool = False) -> int:
-    if name == PIXELS:
-        return 32 if photos else 28
-    return get_spec(name).input_size
+    spec = get_spec(name)
+    return (spec.photo_size or spec.input_size) if photos else spec.input_size
 
 
 def takes_photos(name: str) -> bool:
     """Photos are only meaningful for extractors with a photo-sized input (not the 28 px Fashion-MNIST ViTs)."""
-    return name == PIXELS or get_spec(name).input_size >= 64
+    return get_spec(name).photo_size is not None
 
 
 def to_square_uint8(images, size: int) -> torch.Tensor:
-    """A batch of HxW or HxWx3 uint8 arrays -> uint8 [B, 3, size, size] (``resize_square`` when sizes differ)."""
-    from export.parity import resize_square
-
-    out = []
-    for im in images:
-        im = np.asarray(im)
-        if im.ndim == 2:
-            im = np.repeat(im[..., None], 3, axis=-1)
-        if im.shape[0] == im.shape[1] == size:
-            out.append(np.ascontiguousarray(im.transpose(2, 0, 1)))
-        else:
-            out.append(np.ascontiguousarray(resize_square(im, size)))
-    return torch.from_numpy(np.stack(out))
+    """A batch of HxW or HxWx3 uint8 arrays -> uint8 [B, 3, size, size], resized as the gateway does."""
+    return torch.from_numpy(np.stack([array_to_model_input(im, size) for im in images]))
 
 
 class Embedder:
@@ -108,8 +96,8 @@ class Embedder:
 
     def __init__(self, name: str, batch_size: int = 0) -> None:
         self.name = name
-        self.model = None if name == PIXELS else load_extractor(name)
-        slow = name != PIXELS and get_spec(name).input_size > 64
+        self.model = load_extractor(name)
+        slow = get_spec(name).input_size > 64
         self.batch_size = batch_size or (32 if slow else 1000)
         self.seconds = 0.0
         self.count = 0
@@ -122,10 +110,7 @@ class Embedder:
         t0 = time.perf_counter()
         for i in range(0, len(images), self.batch_size):
             x = to_square_uint8(images[i:i + self.batch_size], size)
-            if self.model is None:
-                chunks.append(F.normalize(x.float().mean(1).flatten(1), dim=1))
-            else:
-                chunks.append(self.model(x))
+            chunks.append(self.model(x))
             if progress:
                 progress.advance(task, len(x))
         self.seconds += time.perf_counter() - t0
@@ -137,23 +122,18 @@ def make_copy_set(images, sources: np.ndarray, n: int, seed: int, size: int | No
     """Strong copies of ``images[sources]`` (``n`` each, seeded per source index) and each copy's source position.
 
     ``size``: resize the copy square to this side (as the gateway would) - None keeps the copy's own size."""
-    from export.parity import resize_square
-
     copies, which = [], []
     cfg = CopyConfig.strong()
     for pos, src in enumerate(sources):
         pil = Image.fromarray(np.asarray(images[src])).convert("RGB")
         for c in make_copies(pil, n, seed, cfg, item_index=int(src)):
             arr = np.asarray(c)
-            copies.append(resize_square(arr, size).transpose(1, 2, 0) if size else arr)
+            copies.append(array_to_model_input(arr, size).transpose(1, 2, 0) if size else arr)
             which.append(pos)
     return copies, np.asarray(which, dtype=np.int64)
 
 
 def _weights_info(name: str) -> dict:
-    if name == PIXELS:
-        return {"name": name, "description": "raw pixels (grey, L2-normalised): the floor", "labels_used": False,
-                "trained_on": "nothing", "dim": 28 * 28, "input_size": 28, "family": "pixels"}
     spec = get_spec(name)
     info = {"name": name, "description": spec.description, "labels_used": spec.labels_used,
             "trained_on": spec.trained_on, "dim": spec.dim, "input_size": spec.input_size, "family": spec.family}
@@ -245,8 +225,7 @@ def run_protocol(extractors: list[str] | None = None, quick: bool = False, out_d
     torch.manual_seed(seed)
     names = extractors or DEFAULT_EXTRACTORS
     for n in names:
-        if n != PIXELS:
-            get_spec(n)  # fail early on a typo
+        get_spec(n)  # fail early on a typo
     base = sizes or (QUICK if quick else FULL)
     slow = {} if quick else (SLOW_EXTRACTOR_SIZES if slow_sizes is None else slow_sizes)
     out_dir = Path(out_dir)
@@ -318,27 +297,3 @@ def print_tables(results: dict) -> None:
                            f"{d['recall_at_10']:.4f}", f"{d['map_single']:.4f}", f"{d['micro_ap']:.4f}")
     console.print(t1)
     console.print(t2)
-
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--extractor", action="append", help="registry name or 'pixels' (repeatable)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--no-report", action="store_true")
-    a = p.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    run_protocol(a.extractor, a.quick, a.out, a.seed)
-    if not a.no_report:
-        from evaluation.report import write_report
-
-        write_report(a.out)
-
-
-if __name__ == "__main__":
-    main()

@@ -13,13 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.document import Doc
-from evaluation.protocol import DEFAULT_OUT, PIXELS
+from evaluation.names import DEFAULT_OUT
+from extractors.imaging import array_to_model_input
+from extractors.registry import PIXELS
 
 CLASS_METRICS = [("map_at_r", "MAP@R"), ("map", "mAP"), ("precision_at_10", "P@10"), ("recall_at_1", "R@1 (1-NN)"),
                  ("knn20_accuracy", "weighted 20-NN acc")]
 COPY_METRICS = [("recall_at_1", "R@1"), ("recall_at_10", "R@10"), ("map_single", "mAP (1 target)"),
                 ("micro_ap", "micro-AP")]
-SHORT = {"pixels": "pixels", "random_vit_femto_p7_fmnist": "random ViT", "dino_vit_femto_p7_fmnist": "DINO ViT",
+SHORT = {PIXELS: "pixels", "random_vit_femto_p7_fmnist": "random ViT", "dino_vit_femto_p7_fmnist": "DINO ViT",
          "supervised_vit_femto_p7_fmnist": "supervised ViT", "efficientnet_lite0_imagenet": "EfficientNet (ImageNet)"}
 
 
@@ -171,13 +173,10 @@ def tsne_chart(results: dict, out_dir: Path, path: Path, classes: list[str]) -> 
 
 def _tile(img: np.ndarray, border: tuple[int, int, int] | None, size: int = 28, pad: int = 2) -> np.ndarray:
     """A grey or RGB image as an RGB tile of ``size`` px with a coloured ``pad``-px border (white = none)."""
-    from PIL import Image
-
-    im = Image.fromarray(np.asarray(img)).convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
     tile = np.full((size + 2 * pad, size + 2 * pad, 3), 255, np.uint8)
     if border:
         tile[:] = border
-    tile[pad:pad + size, pad:pad + size] = np.asarray(im)
+    tile[pad:pad + size, pad:pad + size] = array_to_model_input(img, size).transpose(1, 2, 0)
     return tile
 
 
@@ -253,7 +252,7 @@ def copy_grid(results: dict, meta: dict, path: Path) -> bool:
 
 
 def explain_gallery(results: dict, out_dir: Path, n_images: int = 3) -> list[Path]:
-    from evaluation.explain import explain
+    from evaluation.explain import explain, explainable
     from extractors.datasets import load_fashion_mnist, load_photos
 
     test = load_fashion_mnist("test")
@@ -261,7 +260,7 @@ def explain_gallery(results: dict, out_dir: Path, n_images: int = 3) -> list[Pat
     paths: list[Path] = []
     q_ids = next(iter(results.values()))["samples"]["query_test_index"][:n_images]
     for n in results:
-        if n == PIXELS:
+        if not explainable(n):
             continue
         for q in q_ids:
             paths += explain(test.images[q], n, gallery, stem=f"fmnist-test-{q:05d}")
@@ -409,7 +408,7 @@ def write_report(out_dir: Path = DEFAULT_OUT, explain_images: bool = True, tsne:
                    ["gateway, HNSW", f"{gw['recall@1']:.4f}", f"{gw['precision@10']:.4f}"]])
 
     doc.h(2, "Reproduce")
-    doc.p("`vsearch eval` (or `python -m evaluation.protocol`), then the report is written from "
+    doc.p("`vsearch eval` (or `python -m evaluation.run`), then the report is written from "
           "`reports/comparison/results.json`; `vsearch eval --serving-check` adds the end-to-end check; "
           "`vsearch eval --merge --extractor NAME` re-measures one extractor into an existing report.")
     (out_dir / "report.md").write_text(doc.markdown())

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-from PIL import Image
 
 from extractors.datasets import load_fashion_mnist, load_photos
+from extractors.imaging import array_to_model_input
 from extractors.registry import get_spec, load_extractor
 from extractors.tensor_names import EMBEDDING_OUTPUT, INPUT_NAME
 
@@ -33,19 +33,15 @@ class ParityResult:
         return self.min_cosine >= MIN_COSINE and self.max_abs_diff <= MAX_ABS_DIFF
 
 
-def resize_square(image: np.ndarray, size: int) -> np.ndarray:
-    """HxWx3 uint8 -> 3xSxS uint8: the resize the gateway does before calling the model."""
-    im = Image.fromarray(image).convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(im).transpose(2, 0, 1)
-
-
 def real_images(size: int, n: int = 8) -> np.ndarray:
-    """``n`` real images for the model's input size: Fashion-MNIST for 28 px models, photos otherwise."""
+    """``n`` real images for the model's input size, resized as the gateway does: Fashion-MNIST for 28 px models,
+    photos otherwise."""
     if size <= 32:
-        ds = load_fashion_mnist("test").subset(range(n))
-        return np.stack([resize_square(np.stack([im] * 3, -1), size) for im in ds.images])
-    photos = load_photos()
-    return np.stack([resize_square(photos.images[i % len(photos)], size) for i in range(n)])
+        images = load_fashion_mnist("test").subset(range(n)).images
+    else:
+        photos = load_photos()
+        images = [photos.images[i % len(photos)] for i in range(n)]
+    return np.stack([array_to_model_input(im, size) for im in images])
 
 
 def onnx_session(path: Path, threads: int = 2) -> ort.InferenceSession:

@@ -23,6 +23,13 @@ class ViTCLSEmbedding(nn.Module):
         return self.vit.forward_features(x)[:, 0]
 
 
+class GreyPixels(nn.Module):
+    """The raw-pixel floor as a network: the grey image (the mean of the channels), flattened."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(1).flatten(1)
+
+
 class EmbeddingModel(nn.Module):
     """``forward(uint8 [B, 3, H, W]) -> float32 [B, D]`` with unit L2 norm.
 

@@ -10,26 +10,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
 from extractors.datasets import load_fashion_mnist
 from extractors.knn import knn_classify
-from extractors.registry import COMMITTED_WEIGHTS, get_spec, load_extractor
+from extractors.registry import COMMITTED_WEIGHTS, PIXELS, get_spec, load_extractor
 from extractors.training import dataset_to_uint8
 
-FMNIST_EXTRACTORS = ["pixels", "random_vit_femto_p7_fmnist", "dino_vit_femto_p7_fmnist",
+FMNIST_EXTRACTORS = [PIXELS, "random_vit_femto_p7_fmnist", "dino_vit_femto_p7_fmnist",
                      "supervised_vit_femto_p7_fmnist"]
 console = Console()
 
 
 @torch.no_grad()
 def embed_uint8(name: str, images: torch.Tensor, batch_size: int = 1000, label: str = "") -> torch.Tensor:
-    """Unit-norm embeddings of uint8 [N, 3, H, W] images; ``pixels`` is the raw-pixel floor."""
-    if name == "pixels":
-        return F.normalize(images[:, 0].flatten(1).float(), dim=1)
+    """Unit-norm embeddings of uint8 [N, 3, H, W] images by the registry's extractor ``name``."""
     model = load_extractor(name)
     chunks = [model(images[i:i + batch_size])
               for i in track(range(0, len(images), batch_size), description=label or name, console=console)]
@@ -46,14 +43,14 @@ def knn_report(names: list[str], out_dir: Path, limit_train: int = 0, limit_test
     y_train, y_test = torch.as_tensor(train.labels), torch.as_tensor(test.labels)
     rows = []
     for name in names:
-        if name != "pixels" and not _weights_ready(name):
+        if not _weights_ready(name):
             console.print(f"[yellow]skipping {name}: its weights are not in {COMMITTED_WEIGHTS}[/]")
             continue
         t0 = time.perf_counter()
         f_train = embed_uint8(name, x_train, label=f"{name} (train)")
         f_test = embed_uint8(name, x_test, label=f"{name} (test)")
         embed_s = time.perf_counter() - t0
-        row = {"extractor": name, "dim": f_train.shape[1], "labels_used": _labels_used(name),
+        row = {"extractor": name, "dim": f_train.shape[1], "labels_used": get_spec(name).labels_used,
                "knn20": _acc(knn_classify(f_train, y_train, f_test, k=20), y_test),
                "nn1": _acc(knn_classify(f_train, y_train, f_test, k=1), y_test),
                "embed_s": round(embed_s, 1), "n_train": len(train), "n_test": len(test)}
@@ -71,10 +68,6 @@ def knn_report(names: list[str], out_dir: Path, limit_train: int = 0, limit_test
 def _weights_ready(name: str) -> bool:
     path = get_spec(name).weights()
     return path is None or path.exists()
-
-
-def _labels_used(name: str) -> bool:
-    return False if name == "pixels" else get_spec(name).labels_used
 
 
 def _acc(pred: torch.Tensor, y: torch.Tensor) -> float:

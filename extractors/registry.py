@@ -3,6 +3,8 @@
 ``load_extractor(name)`` returns an ``EmbeddingModel`` (uint8 pixels -> unit-norm embedding) that the
 export, the evaluation and the tests all use. Names:
 
+- ``pixels``: the raw-pixel floor (the grey image, L2-normalised; no weights): what every learned extractor has
+  to beat. It takes 28 px images (32 px photos in the evaluation's photo task).
 - ``dino_vit_femto_p7_fmnist``: our ViT trained with DINO on Fashion-MNIST (no labels), committed in weights/.
 - ``supervised_vit_femto_p7_fmnist``: the same ViT trained on labels (cross-entropy), committed in weights/.
 - ``random_vit_femto_p7_fmnist``: the same ViT at its (seeded) random initialisation: the "no training" floor.
@@ -23,7 +25,7 @@ import torch
 from torch import nn
 
 from extractors.checkpoints import load_backbone
-from extractors.embedding import EmbeddingModel, ViTCLSEmbedding, ViTEmbeddingWithAttention
+from extractors.embedding import EmbeddingModel, GreyPixels, ViTCLSEmbedding, ViTEmbeddingWithAttention
 from extractors.training import FMNIST_MEAN, FMNIST_STD
 from extractors.vit import build_vit
 
@@ -33,6 +35,7 @@ IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 FMNIST_MEAN_255 = tuple(m * 255 for m in FMNIST_MEAN)
 FMNIST_STD_255 = tuple(s * 255 for s in FMNIST_STD)
+PIXELS = "pixels"  # the raw-pixel floor's registry name (results.json and the reports use it)
 
 
 def user_weights_dir() -> Path:
@@ -42,7 +45,7 @@ def user_weights_dir() -> Path:
 @dataclass(frozen=True)
 class ExtractorSpec:
     name: str
-    family: str  # "vit" or "cnn": decides attention maps vs Grad-CAM
+    family: str  # "vit", "cnn" or "pixels": decides attention maps vs Grad-CAM vs nothing to explain
     description: str
     input_size: int
     dim: int
@@ -52,10 +55,19 @@ class ExtractorSpec:
     weights: Callable[[], Path | None]  # where the weights are; None = the network's own initialisation
     trained_on: str = ""
     labels_used: bool = False
+    photo_input_size: int = 0  # the input side for photos where it is not ``input_size`` (0: the same)
 
     @property
     def has_attention(self) -> bool:
         return self.family == "vit"
+
+    @property
+    def photo_size(self) -> int | None:
+        """The input side for photos, or None: photos only mean something to an extractor with a photo-sized
+        input (not to the 28 px Fashion-MNIST ViTs)."""
+        if self.photo_input_size:
+            return self.photo_input_size
+        return self.input_size if self.input_size >= 64 else None
 
 
 def _vit_spec(name, description, arch, patch, img, weights, mean, std, trained_on, labels_used, num_classes=0):
@@ -92,6 +104,15 @@ def _efficientnet_spec() -> ExtractorSpec:
     )
 
 
+def _pixels_spec() -> ExtractorSpec:
+    """The mean and std are 0 and 1: the network sees the pixels as they are (0..255)."""
+    return ExtractorSpec(
+        name=PIXELS, family="pixels", description="raw pixels (grey, L2-normalised): the floor",
+        input_size=28, dim=28 * 28, mean=(0.0,) * 3, std=(1.0,) * 3, build=GreyPixels, weights=lambda: None,
+        trained_on="nothing", labels_used=False, photo_input_size=32,
+    )
+
+
 REGISTRY: dict[str, ExtractorSpec] = {}
 
 
@@ -101,6 +122,7 @@ def register(spec: ExtractorSpec) -> ExtractorSpec:
 
 
 for _spec in [
+    _pixels_spec(),
     _vit_spec("dino_vit_femto_p7_fmnist", "ViT femto/7 trained by us with DINO on Fashion-MNIST (no labels)",
               "femto", 7, 28, _committed("dino_vit_femto_p7_fmnist", "teacher_backbone.pth"),
               FMNIST_MEAN_255, FMNIST_STD_255, "Fashion-MNIST train (60k, unlabelled)", False),
@@ -161,8 +183,8 @@ def load_extractor(name: str, weights_path: Path | None = None, with_attention: 
         cls = ViTEmbeddingWithAttention if with_attention else EmbeddingModel
         return cls(ViTCLSEmbedding(net), spec.mean, spec.std).eval()
     if with_attention:
-        raise ValueError(f"{name} is a CNN: it has no self-attention (use Grad-CAM)")
-    return EmbeddingModel(FeatureHead(net), spec.mean, spec.std).eval()
+        raise ValueError(f"{name} is not a ViT: it has no self-attention (a CNN has Grad-CAM)")
+    return EmbeddingModel(FeatureHead(net) if spec.family == "cnn" else net, spec.mean, spec.std).eval()
 
 
 class FeatureHead(nn.Module):

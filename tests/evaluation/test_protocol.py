@@ -102,3 +102,19 @@ def test_matched_subset_comparison(tiny_run):
     assert entry["results"]["pixels"]["class_retrieval"]["n_db"] == 500
     # the slow extractor keeps its own numbers (here: from the tiny run)
     assert entry["results"]["supervised_vit_femto_p7_fmnist"]["class_retrieval"]["n_db"] == 2000
+
+
+def test_pixels_has_nothing_to_explain():
+    from evaluation.explain import explainable, explanations
+
+    assert not explainable("pixels") and explainable("efficientnet_lite0_imagenet")
+    with pytest.raises(ValueError, match="neither self-attention nor"):
+        explanations(np.zeros((28, 28), np.uint8), "pixels")
+
+
+def test_run_cli_parses(capsys):
+    from evaluation.run import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0 and "--quick" in capsys.readouterr().out
