@@ -47,6 +47,15 @@ SUPERVISED_PRESETS: dict[str, SupervisedConfig] = {
                                         weight_decay=0.05, weight_decay_end=0.05),
     "fmnist-femto-p4": SupervisedConfig(backbone=FEMTO_P4, epochs=10, batch_size=128, lr=1e-3, warmup_epochs=1,
                                         weight_decay=0.05, weight_decay_end=0.05),
+    # The same ViT, budget and augmentation told only the five coarse groups (extractors/datasets/fashion_mnist.py).
+    "fmnist-femto-p7-coarse": SupervisedConfig(backbone=FEMTO_P7, epochs=10, batch_size=128, lr=1e-3,
+                                               warmup_epochs=2, weight_decay=0.05, weight_decay_end=0.05,
+                                               labels="coarse", num_classes=5, threads=1),
+    # Label efficiency: the same ViT trained on 1, 10 or 100 labelled images per class only, for ~300 steps.
+    **{f"fmnist-femto-p7-labels-{n}": SupervisedConfig(
+        backbone=FEMTO_P7, labels_per_class=n, epochs=epochs, batch_size=128, lr=1e-3, warmup_epochs=epochs // 10,
+        weight_decay=0.05, weight_decay_end=0.05, knn_every=epochs, threads=1)
+       for n, epochs in ((1, 300), (10, 300), (100, 40))},
     "smoke": SupervisedConfig(backbone=FEMTO_P7, epochs=2, batch_size=64, lr=1e-3, warmup_epochs=0,
                               train_limit=3000, knn_db=2000, knn_queries=500),
 }

@@ -2,7 +2,7 @@
 
 Every candidate trains on the same first ``train_limit`` training images for the same number of epochs
 (schedules complete inside the short run) and is scored on the training monitor's fixed subset (10,000
-train images as the database, 2,000 test queries; raw pixels score 0.8215 there). Short runs favour
+train images as the database, 2,000 test queries; raw pixels score 0.795 there). Short runs favour
 recipes that converge fast, which is what 2 CPU cores need. ``python -m extractors.recipe_search`` writes
 ``reports/extractors/dino_recipe_search.{json,md}``.
 """

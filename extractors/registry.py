@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from extractors.checkpoints import load_backbone
+from extractors.datasets import FMNIST_MEAN, FMNIST_STD
 from extractors.embedding import EmbeddingModel, GreyPixels, ViTCLSEmbedding, ViTEmbeddingWithAttention
-from extractors.training import FMNIST_MEAN, FMNIST_STD
 from extractors.vit import build_vit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -10,17 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel
 from torch import nn
 
-from extractors.datasets import ImageDataset, load_fashion_mnist
+from extractors.datasets import FMNIST_MEAN, FMNIST_STD, ImageDataset, load_fashion_mnist
 from extractors.knn import extract_features, knn_accuracy
+from extractors.registry import PIXELS, load_extractor
 from extractors.vit import VisionTransformer, build_vit
 
-# Per-channel statistics of the Fashion-MNIST training set (grey replicated to RGB).
-FMNIST_MEAN = (0.2860, 0.2860, 0.2860)
-FMNIST_STD = (0.3530, 0.3530, 0.3530)
+__all__ = ["FMNIST_MEAN", "FMNIST_STD"]  # re-exported: the training recipes normalise with them
 
 
 class BackboneConfig(BaseModel):
@@ -45,6 +43,7 @@ class TrainConfig(BaseModel):
     seed: int = 0
     threads: int = 2
     train_limit: int = 0  # use only the first N training images (0 = all); for smoke runs and tests
+    labels_per_class: int = 0  # use only N seeded images of each class (0 = all): the label-efficiency runs
     knn_every: int = 1  # epochs between k-NN evaluations
     knn_db: int = 10000  # fixed evaluation subset: database images from train ...
     knn_queries: int = 2000  # ... and queries from test
@@ -58,7 +57,17 @@ def load_training_images(cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     ds = load_fashion_mnist("train")
     if cfg.train_limit:
         ds = ds.subset(np.arange(min(cfg.train_limit, len(ds))))
+    if cfg.labels_per_class:
+        ds = ds.subset(labelled_subset(np.asarray(ds.labels), cfg.labels_per_class, cfg.seed))
     return dataset_to_uint8(ds), torch.as_tensor(ds.labels)
+
+
+def labelled_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``per_class`` seeded images of every class: the only labels a label-efficiency run has
+    (the same indices serve as the k-NN database when DINO's frozen features are scored with them)."""
+    rng = np.random.default_rng(seed)
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)]
+    return np.sort(np.concatenate(picked))
 
 
 def dataset_to_uint8(ds: ImageDataset) -> torch.Tensor:
@@ -131,10 +140,11 @@ class KnnMonitor:
         return knn_accuracy(feats_train, self.train.labels, feats_test, self.test.labels, k=k)
 
 
+@torch.no_grad()
 def pixels_knn(monitor: KnnMonitor, k: int = 20) -> float:
-    """The floor every embedding has to beat: raw normalised pixels."""
-    tr = F.normalize(monitor.x_train[:, 0].flatten(1), dim=1)
-    te = F.normalize(monitor.x_test[:, 0].flatten(1), dim=1)
+    """The floor every embedding has to beat: the registry's raw-pixel extractor on the monitor subset."""
+    pixels = load_extractor(PIXELS)
+    tr, te = pixels(dataset_to_uint8(monitor.train)), pixels(dataset_to_uint8(monitor.test))
     return knn_accuracy(tr, monitor.train.labels, te, monitor.test.labels, k=k)
 
 

@@ -13,6 +13,14 @@ from extractors.datasets.base import ImageDataset
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]
+# Per-channel statistics of the Fashion-MNIST training set (grey replicated to RGB): the ViTs' input normalisation.
+FMNIST_MEAN = (0.2860, 0.2860, 0.2860)
+FMNIST_STD = (0.3530, 0.3530, 0.3530)
+# Coarse groups of the ten classes (the "semantic bias" experiment, ../shared/RESEARCH.md section 3): a model
+# supervised on these is never told a shirt from a coat or a sandal from a sneaker.
+COARSE_GROUPS = {"tops": [0, 2, 4, 6], "trouser": [1], "dress": [3], "footwear": [5, 7, 9], "bag": [8]}
+COARSE_OF_CLASS = np.array([next(g for g, (_, members) in enumerate(COARSE_GROUPS.items()) if c in members)
+                            for c in range(len(FASHION_MNIST_CLASSES))])
 DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
 _FILES = {"train": "train", "test": "t10k"}
 
