@@ -129,6 +129,15 @@ for _spec in [
     _vit_spec("supervised_vit_femto_p7_fmnist", "ViT femto/7 trained by us on Fashion-MNIST labels",
               "femto", 7, 28, _committed("supervised_vit_femto_p7_fmnist", "backbone.pth"),
               FMNIST_MEAN_255, FMNIST_STD_255, "Fashion-MNIST train (60k, labelled)", True, num_classes=10),
+    _vit_spec("supervised_coarse_vit_femto_p7_fmnist", "ViT femto/7 trained by us on 5 coarse groups of the labels "
+              "(tops, trouser, dress, footwear, bag)", "femto", 7, 28,
+              _committed("supervised_coarse_vit_femto_p7_fmnist", "backbone.pth"), FMNIST_MEAN_255, FMNIST_STD_255,
+              "Fashion-MNIST train (60k, coarse labels)", True, num_classes=5),
+    *[_vit_spec(f"supervised_labels{n}_vit_femto_p7_fmnist",
+                f"ViT femto/7 trained by us on {n} labelled images per class only", "femto", 7, 28,
+                _committed(f"supervised_labels{n}_vit_femto_p7_fmnist", "backbone.pth"), FMNIST_MEAN_255,
+                FMNIST_STD_255, f"Fashion-MNIST train ({10 * n} labelled images)", True, num_classes=10)
+      for n in (1, 10, 100)],
     _vit_spec("random_vit_femto_p7_fmnist", "ViT femto/7 at random initialisation (seed 0)",
               "femto", 7, 28, lambda: None, FMNIST_MEAN_255, FMNIST_STD_255, "nothing", False),
     _vit_spec("dino_vits16", "official DINO ViT-S/16 (bring dino_deitsmall16_pretrain.pth)", "small", 16, 224,
