@@ -50,7 +50,7 @@ def _target(what: str, measured: float | None, threshold: float | None) -> dict:
             "margin": round(measured - threshold, 4), "met": measured >= threshold}
 
 
-def __plus(x: float | None, d: float) -> float | None:
+def _plus(x: float | None, d: float) -> float | None:
     return None if x is None else x + d
 
 
