@@ -1,29 +1,32 @@
-"""Shared benchmark plumbing: results files, targets, machine description.
+"""Shared benchmark plumbing: results files, targets, the machine, console output, pieces of the sections.
 
-Every benchmark module (or package) ``benchmarks/<name>`` has the same shape, so ``make bench`` can run them all and
-build BENCHMARKS.md from their results:
-
-- ``run(quick: bool = False) -> dict``: measures, prints a rich table, writes ``results/<name>.json`` with
-  ``write_result`` and returns the payload. ``quick`` is a bounded smoke run (well under a minute) for the tests.
-- ``markdown(result: dict) -> str``: the module's BENCHMARKS.md section (``## ...`` heading, how it was measured,
-  tables), every sentence derived from ``result``; built with ``evaluation.document.Doc``.
-- ``targets(result: dict) -> list[Target]``: the issue's targets this module measures, with the measured value.
-"""
+Every benchmark ``benchmarks/<name>`` has the same shape, so ``make bench`` runs them all and builds BENCHMARKS.md:
+``run(quick=False) -> dict`` measures (``quick``: a bounded smoke run for the tests) and ends with ``finish``;
+``markdown(result) -> str`` is its section, every sentence derived from ``result``; ``targets(result)`` lists the
+issue's targets it measures, with the measured values."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib
 import json
 import os
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.markdown import Markdown
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from evaluation.document import Doc
 
-console = Console()  # every benchmark prints through this one (progress bars and log lines interleave)
+console = Console(log_path=False)  # every benchmark prints through this one (progress bars and log lines interleave)
+# The one progress display: a run shows it (``with PROGRESS:``) and its steps add bars to it (``step``).
+PROGRESS = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console)
 # Tests point this at a temporary folder so quick runs never overwrite the committed figures.
 RESULTS = Path(os.environ.get("VSEARCH_BENCH_RESULTS", Path(__file__).parent / "results"))
 # What a benchmark keeps between runs (embeddings, a Milvus data dir); gitignored.
@@ -31,6 +34,7 @@ CACHE = Path(__file__).parent / "cache"
 
 # Milvus compacts every 60 s (and re-indexes what it compacted): a segment set unchanged this long is final.
 MILVUS_SETTLE_S = 75.0
+CPU_SPLIT = ("client", "gateway", "triton", "milvus")  # the processes whose CPU time a stack benchmark reports
 
 
 @dataclass(frozen=True)
@@ -42,22 +46,40 @@ class Target:
     met: bool
 
 
-def machine() -> dict:
-    load = os.getloadavg()
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "loadavg_1m_at_end": round(load[0], 2)}  # written with the results, so: when the run ended
+def loadavg() -> float:
+    return round(os.getloadavg()[0], 2)
 
 
 def write_result(name: str, payload: dict) -> Path:
+    machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+               "loadavg_1m_at_end": loadavg()}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
+    path.write_text(json.dumps({"machine": machine, **payload}, indent=2))
     return path
 
 
 def read_result(name: str) -> dict | None:
     path = RESULTS / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def finish(name: str, result: dict) -> dict:
+    """The end of a run: ``result`` written, then printed as the section BENCHMARKS.md will show for it."""
+    path = write_result(name, result)
+    console.print(Markdown(importlib.import_module(f"benchmarks.{name}").markdown(read_result(name))))
+    console.print(f"written to {path}")
+    return result
+
+
+@contextlib.contextmanager
+def step(description: str, total: float | None = None) -> Iterator[Callable[..., None]]:
+    """A bar on ``PROGRESS`` while the block runs; yields its ``update`` (``advance=``, ``completed=``, ...)."""
+    task = PROGRESS.add_task(description, total=total)
+    try:
+        yield functools.partial(PROGRESS.update, task)
+    finally:
+        PROGRESS.remove_task(task)
 
 
 def section(title: str, result: dict, *parts: Callable[[Doc, dict], None]) -> str:
@@ -77,11 +99,6 @@ def target_bullets(doc: Doc, verdicts: list[Target]) -> None:
                      for t in verdicts])
 
 
-def print_targets(verdicts: list[Target]) -> None:
-    for t in verdicts:
-        console.print(f"{'[green]met' if t.met else '[red]missed'}[/]: {t.name}: {t.measured} (target {t.target})")
-
-
 def loadavg_sentence(result: dict) -> str:
     """`` 1-minute load average A at the start, B at the end (...)``, when the result recorded them."""
     if "loadavg_1m" not in result:
@@ -89,3 +106,8 @@ def loadavg_sentence(result: dict) -> str:
     load = result["loadavg_1m"]
     return (f" 1-minute load average {load['start']} at the start, {load['end']} at the end (other jobs share this "
             "machine).")
+
+
+def cpu_split(cpu_ms: dict[str, float]) -> str:
+    """``client / gateway / Triton / Milvus`` milliseconds (``-`` for a process not measured)."""
+    return " / ".join(f"{cpu_ms[k]:.2f}" if k in cpu_ms else "-" for k in CPU_SPLIT)

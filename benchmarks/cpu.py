@@ -3,6 +3,7 @@ as a user would (``run_measured``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -24,11 +25,9 @@ class CpuMeter:
         for name, p in self.procs.items():
             total = 0.0
             for q in [p] if p.pid == os.getpid() else [p, *p.children(recursive=True)]:
-                try:
+                with contextlib.suppress(psutil.NoSuchProcess):
                     t = q.cpu_times()
                     total += t.user + t.system
-                except psutil.NoSuchProcess:
-                    pass
             out[name] = total
         return out
 
@@ -44,12 +43,11 @@ class CpuMeter:
 class ProcessRun:
     returncode: int
     output: str  # stdout and stderr together
-    wall_s: float  # from the start of the process until it exited
+    wall_s: float  # from the start of the process until it exited (Python start-up included)
     cpu_s: float  # user + system CPU of the process over its whole life, and of the children it waited for
 
 
-def run_measured(argv: list[str], env: dict[str, str] | None = None, timeout_s: float = 3600.0,
-                 poll_s: float = 0.02) -> ProcessRun:
+def run_measured(argv: list[str], env: dict[str, str] | None = None, timeout_s: float = 3600.0) -> ProcessRun:
     """Runs ``argv`` to the end and measures it. Its CPU times are read once it has exited but before it is reaped
     (``waitid`` with ``WNOWAIT``: the exited process still has its ``/proc`` entry), so nothing it did is missed."""
     with tempfile.TemporaryFile("w+") as out:
@@ -60,7 +58,7 @@ def run_measured(argv: list[str], env: dict[str, str] | None = None, timeout_s: 
             while os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is None:
                 if time.perf_counter() > deadline:
                     raise TimeoutError(f"{' '.join(argv)} did not finish within {timeout_s:.0f} s")
-                time.sleep(poll_s)
+                time.sleep(0.02)
             wall = time.perf_counter() - t0
             t = psutil.Process(proc.pid).cpu_times()
         finally:

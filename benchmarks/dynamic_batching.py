@@ -1,21 +1,14 @@
 """Dynamic batching in Triton: throughput and latency of single-image requests vs client concurrency, for several
 ``max_queue_delay_microseconds`` values, and the delay to use by default.
 
-The Fashion-MNIST ViT is exported once (cpu target: python backend running ONNX Runtime) and copied into one
-repository under one name per delay (only ``name`` and ``max_queue_delay_microseconds`` differ in the copies'
-``config.pbtxt``; max batch size and preferred batch sizes are the Settings defaults), so one ``tritonserver``
-serves them all and only the copy being measured is busy. The load generator is one asyncio process
-(``tritonclient.grpc.aio``, one channel): ``concurrency`` tasks each send one 1x3x28x28 uint8 image, wait for its
-embedding, and send the next. Rows are measured concurrency by concurrency, all delays in turn, so rows that are
-compared with each other are measured close together in time. Triton's own statistics, read before and after each
-row, give the mean batch it ran (inferences / executions) and its mean queue and compute time per request.
+One export of the Fashion-MNIST ViT is copied under one name per delay (only the name and the delay differ), so one
+``tritonserver`` serves them all and only the copy being measured is busy. Rows are measured concurrency by
+concurrency, all delays in turn, so rows compared with each other are measured close together in time.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
 import re
 import shutil
 import tempfile
@@ -23,12 +16,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from benchmarks.common import Target, console, loadavg_sentence, print_targets, target_bullets, write_result
+from benchmarks.common import PROGRESS, Target, finish, loadavg, loadavg_sentence, section, step, target_bullets
 from benchmarks.load import drive
 from benchmarks.triton_stats import diff, mean_batch, settled_stats
 from evaluation.document import Doc
@@ -47,10 +37,8 @@ QUICK_DELAYS_US = (0, 500)
 QUICK_CONCURRENCIES = (1, 16)
 HEADLINE_CONCURRENCY = 16
 TARGET_SPEEDUP = 2.0
-# The rule that picks the default delay from the curve (see choose_delay): a lone caller gains nothing from waiting for
-# a batch, so the delay may cost it at most C1_P50_SLACK_MS of p50; among the delays within that, the one that serves
-# most under load (geometric mean of the throughputs at every concurrency above 1), the smaller delay when within
-# THROUGHPUT_TOLERANCE of that best.
+# The rule that picks the default delay from the curve (choose_delay): a lone caller gains nothing from waiting for a
+# batch, so the delay may cost it little; among the delays within that, the one that serves most under load.
 C1_P50_SLACK_MS = 1.0
 THROUGHPUT_TOLERANCE = 0.05
 RULE = (f"among the delays whose concurrency-1 p50 is at most {C1_P50_SLACK_MS:g} ms above the smallest delay's, "
@@ -103,11 +91,9 @@ async def _drive(url: str, model: str, images: np.ndarray, concurrency: int, sec
 
 def measure(url: str, model: str, images: np.ndarray, concurrency: int, seconds: float, warmup_s: float) -> dict:
     asyncio.run(_drive(url, model, images, concurrency, warmup_s))
-    with grpcclient.InferenceServerClient(url) as client:
-        before = settled_stats(client, model)
-        latencies, errors, elapsed = asyncio.run(_drive(url, model, images, concurrency, seconds))
-        after = settled_stats(client, model)
-    d = diff(after, before)
+    before = settled_stats(url, model)
+    latencies, errors, elapsed = asyncio.run(_drive(url, model, images, concurrency, seconds))
+    d = diff(settled_stats(url, model), before)
     a = np.asarray(latencies) if latencies else np.asarray([np.nan])
     return {"concurrency": concurrency, "requests": len(latencies), "errors": errors, "seconds": round(elapsed, 2),
             "inferences_per_s": round(len(latencies) / elapsed, 1),
@@ -123,84 +109,49 @@ def _row(result: dict, delay: int, concurrency: int) -> dict | None:
 
 
 def choose_delay(result: dict) -> dict:
-    """Applies ``RULE`` to the measured curve (``result["curve"]``): the recommendation is derived from the rows, so
-    it is recomputed whenever the results are read."""
+    """``RULE`` applied to ``result["curve"]``: recomputed whenever the results are read."""
     delays = sorted(int(d) for d in result["curve"])
     c1 = {d: _row(result, d, 1) for d in delays}
     base = c1[delays[0]]["p50_ms"]
-    within = [d for d in delays if c1[d] and c1[d]["p50_ms"] <= base + C1_P50_SLACK_MS]
-    loaded = {}
-    for d in within:
-        rows = [r for r in result["curve"][str(d)] if r["concurrency"] > 1] or result["curve"][str(d)]
-        loaded[d] = float(np.exp(np.mean([np.log(max(r["inferences_per_s"], 1e-9)) for r in rows])))
+    within = [d for d in delays if c1[d]["p50_ms"] <= base + C1_P50_SLACK_MS]
+    loaded = {d: float(np.exp(np.mean([np.log(max(r["inferences_per_s"], 1e-9)) for r in result["curve"][str(d)]
+                                        if r["concurrency"] > 1]))) for d in within}
     best = max(loaded.values())
     eligible = [d for d in within if loaded[d] >= (1 - THROUGHPUT_TOLERANCE) * best]
     return {"delay_us": min(eligible), "rule": RULE, "latency_ok": within, "eligible": eligible,
             "loaded_inferences_per_s": {str(d): round(v, 1) for d, v in loaded.items()}}
 
 
-def run(quick: bool = False, delays: tuple[int, ...] | None = None, concurrencies: tuple[int, ...] | None = None,
-        seconds: float | None = None, settings: Settings | None = None) -> dict:
-    """The curve, exported with ``settings`` (default ``Settings()``: its Triton batching configuration) and only the
-    queue delay changed per copy."""
-    delays = tuple(sorted(delays or (QUICK_DELAYS_US if quick else DELAYS_US)))
-    concurrencies = tuple(sorted(concurrencies or (QUICK_CONCURRENCIES if quick else CONCURRENCIES)))
-    seconds = seconds or (1.5 if quick else 4.0)
-    warmup_s = 0.3 if quick else 1.0
-    settings = settings or Settings()
+def run(quick: bool = False) -> dict:
+    """The curve, exported with ``Settings()``' Triton batching configuration and only the queue delay changed."""
+    delays, concurrencies = (QUICK_DELAYS_US, QUICK_CONCURRENCIES) if quick else (DELAYS_US, CONCURRENCIES)
+    seconds, warmup_s = (1.5, 0.3) if quick else (4.0, 1.0)
     images = real_images(28, 256)
     result: dict = {"quick": quick, "model": MODEL, "delays_us": list(delays), "concurrencies": list(concurrencies),
-                    "seconds_per_row": seconds, "warmup_s": warmup_s,
-                    "curve": {str(d): [] for d in delays}}
-    result["loadavg_1m"] = {"start": round(os.getloadavg()[0], 2)}
+                    "seconds_per_row": seconds, "warmup_s": warmup_s, "curve": {str(d): [] for d in delays},
+                    "loadavg_1m": {"start": loadavg()}}
     t_start = time.perf_counter()
-    progress = Progress(TextColumn("{task.description:<50}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                        TimeElapsedColumn(), console=console)
-    with progress, tempfile.TemporaryDirectory() as tmp:
-        task = progress.add_task("export and copy the repository", total=1 + len(delays) * len(concurrencies))
+    with PROGRESS, step("export and copy the repository", 1 + len(delays) * len(concurrencies)) as update, \
+            tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
         repo.mkdir()
-        result["config"] = build_repository(repo, delays, settings)
-        progress.update(task, description="starting tritonserver")
+        result["config"] = build_repository(repo, delays, Settings())
+        update(description="starting tritonserver")
         with TritonServer(repo) as triton:
-            progress.advance(task)
+            update(advance=1)
             for c in concurrencies:
                 for d in delays:
-                    progress.update(task, description=f"delay {d} us, concurrency {c}")
-                    row = measure(triton.grpc_url, variant(d), images, c, seconds, warmup_s)
-                    result["curve"][str(d)].append(row)
-                    progress.advance(task)
-    for rows in result["curve"].values():
-        rows.sort(key=lambda r: r["concurrency"])
+                    update(description=f"delay {d} us, concurrency {c}")
+                    result["curve"][str(d)].append(measure(triton.grpc_url, variant(d), images, c, seconds, warmup_s))
+                    update(advance=1)
     result["seconds"] = round(time.perf_counter() - t_start, 1)
-    result["loadavg_1m"]["end"] = round(os.getloadavg()[0], 2)
-    if 1 in concurrencies:
-        result["recommended"] = choose_delay(result)
-    _print(result)
-    console.print(f"written to {write_result(NAME, result)}")
-    return result
-
-
-def _print(result: dict) -> None:
-    table = Table(title=f"dynamic batching, {result['model']}, single-image requests")
-    for col in ("delay us", "conc.", "inf/s", "p50 ms", "p99 ms", "mean batch", "queue ms", "compute ms", "errors"):
-        table.add_column(col, justify="right")
-    for d, rows in result["curve"].items():
-        for r in rows:
-            table.add_row(d, str(r["concurrency"]), f"{r['inferences_per_s']:.0f}", f"{r['p50_ms']:.2f}",
-                          f"{r['p99_ms']:.2f}", str(r["mean_batch"]), str(r["queue_ms_per_request"]),
-                          str(r["compute_ms_per_request"]), str(r["errors"]))
-    console.print(table)
-    if "recommended" in result:
-        console.print(f"recommended max_queue_delay_microseconds: {choose_delay(result)['delay_us']} ({RULE})")
-    print_targets(targets(result))
+    result["loadavg_1m"]["end"] = loadavg()
+    result["recommended"] = choose_delay(result)
+    return finish(NAME, result)
 
 
 def targets(result: dict) -> list[Target]:
-    if 1 not in result["concurrencies"] or HEADLINE_CONCURRENCY not in result["concurrencies"]:
-        return []
-    rec = choose_delay(result)
-    d = rec["delay_us"]
+    d = choose_delay(result)["delay_us"]
     c1, c16 = _row(result, d, 1), _row(result, d, HEADLINE_CONCURRENCY)
     speedup = c16["inferences_per_s"] / c1["inferences_per_s"]
     return [Target(f"Triton throughput at concurrency {HEADLINE_CONCURRENCY} vs 1 ({result['model']}, "
@@ -209,10 +160,8 @@ def targets(result: dict) -> list[Target]:
                    f"mean batch {c16['mean_batch']})", speedup >= TARGET_SPEEDUP)]
 
 
-def markdown(result: dict) -> str:
+def _curve(doc: Doc, result: dict) -> None:
     cfg = result["config"]
-    doc = Doc()
-    doc.h(2, "Dynamic batching in Triton (`benchmarks/dynamic_batching.py`)")
     doc.p(f"{result['model']} (28x28) served by `tritonserver` (python backend, ONNX Runtime), max batch size "
           f"{cfg['max_batch_size']}, preferred batch sizes {cfg['preferred_batch_sizes']}, {cfg['instance_count']} "
           f"instance; one copy of the model per `max_queue_delay_microseconds` value in one server. Load: one asyncio "
@@ -226,23 +175,26 @@ def markdown(result: dict) -> str:
                 f"{r['p99_ms']:.2f} ms", str(r["mean_batch"]), f"{r['queue_ms_per_request']} ms",
                 f"{r['compute_ms_per_request']} ms", str(r["errors"])]
                for d, rows in result["curve"].items() for r in rows])
-    rec = choose_delay(result) if 1 in result["concurrencies"] else None
-    if rec:
-        doc.p(f"Recommended default: **max_queue_delay_microseconds = {rec['delay_us']}**, by the rule: "
-              f"{rec['rule']}. Within the concurrency-1 latency allowance: "
-              + ", ".join(f"{d} us ({rec['loaded_inferences_per_s'][str(d)]:.0f} inferences/s loaded)"
-                          for d in rec["latency_ok"])
-              + f"; within {THROUGHPUT_TOLERANCE:.0%} of the best of them: "
-              + ", ".join(f"{d} us" for d in rec["eligible"]) + ".")
+
+
+def _recommendation(doc: Doc, result: dict) -> None:
+    rec = choose_delay(result)
+    doc.p(f"Recommended default: **max_queue_delay_microseconds = {rec['delay_us']}**, by the rule: "
+          f"{rec['rule']}. Within the concurrency-1 latency allowance: "
+          + ", ".join(f"{d} us ({rec['loaded_inferences_per_s'][str(d)]:.0f} inferences/s loaded)"
+                      for d in rec["latency_ok"])
+          + f"; within {THROUGHPUT_TOLERANCE:.0%} of the best of them: " + ", ".join(f"{d} us" for d in rec["eligible"])
+          + ".")
     target_bullets(doc, targets(result))
-    return doc.markdown()
 
 
-if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="two delays, concurrency 1 and 16, short rows (smoke run)")
-    p.add_argument("--delays", type=int, nargs="+", help=f"max_queue_delay_microseconds values (default {DELAYS_US})")
-    p.add_argument("--concurrency", type=int, nargs="+", help=f"default {CONCURRENCIES}")
-    p.add_argument("--seconds", type=float, help="seconds per row")
-    a = p.parse_args()
-    run(a.quick, tuple(a.delays) if a.delays else None, tuple(a.concurrency) if a.concurrency else None, a.seconds)
+def markdown(result: dict) -> str:
+    return section("Dynamic batching in Triton (`benchmarks/dynamic_batching.py`)", result, _curve, _recommendation)
+
+
+if __name__ == "__main__":  # as ``python -m benchmarks.run --only dynamic_batching``
+    import sys
+
+    from benchmarks.run import cli
+
+    cli(["--only", NAME, *sys.argv[1:]])

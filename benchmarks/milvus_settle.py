@@ -1,15 +1,11 @@
 """Waiting until Milvus has settled: every row in sealed, HNSW-indexed segments, the segments it serves exactly the
 ones it stores, and that set unchanged for a while.
 
-Milvus 2.3 indexes sealed segments only (a flush seals them; it then builds the index in the background), and
-searching a growing or unindexed segment is brute force. After a bulk write it also keeps reorganising on its own
-for a minute or two: every upsert writes a delete too (Milvus upserts are delete + insert), so every segment is
-compacted once and small segments are merged, each result indexed and handed off again (the searches change each
-time). Its automatic compaction runs every 60 s, so a segment set unchanged for ``MILVUS_SETTLE_S`` is final.
-Measuring before that measures the wrong thing, and shares the cores with the compaction.
-
-``look_server`` (a Milvus server, through its segment API) and ``look_lite`` (Milvus Lite, which has none: the
-index's own row count) take one look; ``wait_settled`` looks until the wanted state has held for ``quiet_s``."""
+Milvus 2.3 indexes sealed segments only (a flush seals them), and searching a growing or unindexed segment is brute
+force. After a bulk write it keeps reorganising on its own for a minute or two: every upsert writes a delete too, so
+every segment is compacted once and small ones are merged, each result indexed and handed off again. Its compaction
+runs every 60 s, so a segment set unchanged for ``MILVUS_SETTLE_S`` is final; measuring before that measures the
+wrong thing, and shares the cores with the compaction."""
 
 from __future__ import annotations
 
@@ -17,7 +13,7 @@ import contextlib
 import re
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from server.vector_store.milvus import VECTOR_FIELD, MilvusVectorStore
@@ -42,24 +38,18 @@ class Look:
                 f"loaded, {len(self.stored)} stored, {self.pending} unindexed")
 
 
-@contextlib.contextmanager
-def server_client(uri: str, timeout_s: float = 60) -> Iterator:
+def server_client(uri: str, timeout_s: float = 60) -> contextlib.closing:
     """A pymilvus client of its own (not shared with the store under test), closed at the end."""
     from pymilvus import MilvusClient
 
-    client = MilvusClient(uri=uri, timeout=timeout_s, dedicated=True)
-    try:
-        yield client
-    finally:
-        client.close()
+    return contextlib.closing(MilvusClient(uri=uri, timeout=timeout_s, dedicated=True))
 
 
 def look_server(client, collection: str, rows: int | None = None, *, small_rows: int = 0, match_stored: bool = True,
                 growing_rows: Callable[[], int] | None = None) -> Look:
-    """A Milvus server's view of ``collection``: ok when it serves some segments, each sealed and indexed (those
-    under ``small_rows`` rows may stay unindexed), no rows from growing segments (when ``growing_rows`` can tell),
-    the served set is the stored set (when ``match_stored``) and, when ``rows`` is given, the index and the served
-    segments hold at least that many rows."""
+    """A Milvus server's view of ``collection``: ok when it serves some segments, each sealed and indexed (those under
+    ``small_rows`` may stay unindexed), no growing rows (when ``growing_rows`` can tell), the served set the stored set
+    (when ``match_stored``), and at least ``rows`` rows indexed and served (when given)."""
     indexed = None
     if rows is not None:
         indexed = int(client.describe_index(collection, index_name=VECTOR_FIELD).get("indexed_rows", 0))

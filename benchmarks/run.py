@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 import time
 import traceback
@@ -33,11 +34,11 @@ def results_dir(quick: bool) -> Path:
     return QUICK_RESULTS if quick and chosen == COMMITTED_RESULTS else chosen
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, **options) -> int:
+    """``options`` go to every benchmark's ``run`` (``python -m benchmarks.vector_search --lite-1m``)."""
     p = argparse.ArgumentParser(description="Runs the benchmarks, then writes the report.")
     p.add_argument("--quick", action="store_true", help="bounded smoke runs; results in build/bench-quick/")
     p.add_argument("--only", nargs="+", choices=ORDER, metavar="NAME", help=f"run only these ({', '.join(ORDER)})")
-    p.add_argument("--no-report", action="store_true", help="do not rebuild the report at the end")
     a = p.parse_args(argv)
 
     # Set before any benchmark module is imported: some read the results folder at import time.
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n=== {name} ({'quick' if a.quick else 'full'}) ===", flush=True)
         t0 = time.perf_counter()
         try:
-            importlib.import_module(f"benchmarks.{name}").run(quick=a.quick)
+            importlib.import_module(f"benchmarks.{name}").run(quick=a.quick, **options)
         except Exception:  # noqa: BLE001 - one failing benchmark must not stop the others
             traceback.print_exc()
             failed.append(name)
@@ -59,13 +60,18 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"=== {name} done in {time.perf_counter() - t0:.0f} s ===", flush=True)
 
-    if not a.no_report:
-        print(f"report written to {report.write()}", flush=True)
+    print(f"report written to {report.write()}", flush=True)
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
 
 
+def cli(argv: list[str] | None = None, **options) -> None:
+    """``main`` as a command: SIGTERM unwinds like Ctrl+C, so every server a benchmark started is stopped."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    sys.exit(main(argv, **options))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

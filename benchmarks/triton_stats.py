@@ -1,6 +1,5 @@
-"""Triton's own statistics for one model: what it ran (inferences, executions: their ratio is the mean batch) and
-where a request's time went (queue, compute). Read before and after a measurement; the difference is the
-measurement's."""
+"""Triton's own statistics for one model, read before and after a measurement: what it ran (inferences, executions:
+their ratio is the mean batch) and where a request's time went (queue, compute)."""
 
 from __future__ import annotations
 
@@ -9,10 +8,11 @@ import time
 import tritonclient.grpc as grpcclient
 
 
-def model_stats(client: grpcclient.InferenceServerClient, model: str) -> dict[str, int]:
+def stats_at(url: str, model: str) -> dict[str, int]:
     """Counters since Triton loaded the model: inferences (images), executions (model calls), requests, and the
     summed queue and compute (input + infer + output) nanoseconds of its requests."""
-    s = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    with grpcclient.InferenceServerClient(url) as client:
+        s = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
     inf = s.get("inference_stats", {})
     return {"inferences": int(s.get("inference_count", 0)), "executions": int(s.get("execution_count", 0)),
             "requests": int(inf.get("success", {}).get("count", 0)),
@@ -21,20 +21,14 @@ def model_stats(client: grpcclient.InferenceServerClient, model: str) -> dict[st
                               ("compute_input", "compute_infer", "compute_output"))}
 
 
-def stats_at(url: str, model: str) -> dict[str, int]:
-    """``model_stats`` through a client of its own."""
-    with grpcclient.InferenceServerClient(url) as client:
-        return model_stats(client, model)
-
-
-def settled_stats(client: grpcclient.InferenceServerClient, model: str, timeout_s: float = 2.0) -> dict[str, int]:
+def settled_stats(url: str, model: str, timeout_s: float = 2.0) -> dict[str, int]:
     """Statistics once they stop changing: Triton counts an execution after its responses are on their way, so the
     last responses of a measurement can reach the client before they are counted."""
-    stats = model_stats(client, model)
+    stats = stats_at(url, model)
     deadline = time.perf_counter() + timeout_s
     while time.perf_counter() < deadline:
         time.sleep(0.05)
-        again = model_stats(client, model)
+        again = stats_at(url, model)
         if again == stats:
             break
         stats = again

@@ -11,24 +11,21 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from benchmarks.embedding.plan import served_model_code
 from benchmarks.embedding.timing import interleaved
+from export import onnx_cpu as code
 from extractors.registry import ExtractorSpec
 from extractors.tensor_names import EMBEDDING_OUTPUT, INPUT_NAME
 
 
 class OrtRunner:
-    """One ONNX Runtime session run one way: ``session.run`` in chunks of at most ``max_batch_pixels`` input pixels
-    (the served model's ``run_in_chunks``; 0 = the whole batch in one call), or the same chunks through IO binding
-    (each chunk's input and its slice of one preallocated output bound once per input array, then
-    ``run_with_iobinding``)."""
+    """One session run one way: the served model's ``run_in_chunks`` (calls of at most ``max_batch_pixels`` input
+    pixels; 0 = the whole batch), or the same chunks through IO binding, bound once per input array."""
 
     def __init__(self, session: ort.InferenceSession, dim: int, max_batch_pixels: int, io_binding: bool) -> None:
         self.session, self.dim, self.max_batch_pixels, self.io_binding = session, dim, max_batch_pixels, io_binding
         self._bound: dict[int, tuple[np.ndarray, np.ndarray, list[ort.IOBinding]]] = {}
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        code = served_model_code()
         if not self.io_binding:
             return code.run_in_chunks(self.session, [EMBEDDING_OUTPUT], INPUT_NAME, x, self.max_batch_pixels)[0]
         entry = self._bound.get(id(x))
@@ -61,11 +58,8 @@ OPTION_INDEX = {"fuse_attention": 0, "allow_spinning": 1, "max_batch_pixels": 2,
 
 def tune_onnxruntime(path: Path, spec: ExtractorSpec, x: np.ndarray, threads: int, budget_s: float,
                      min_rounds: int) -> tuple[OrtRunner, dict]:
-    """Chooses the session options one at a time, each by measurement at the target batch ``x`` against the best so
-    far (re-measured in the same interleaved rounds): the graph (attention fused or not, ViTs only), thread spinning,
-    the largest batch per session call, then IO binding vs ``session.run``. Returns the runner and what was measured.
-    """
-    code = served_model_code()
+    """Chooses the session options one at a time, each measured at the target batch ``x`` against the best so far: the
+    graph (attention fused or not, ViTs only), thread spinning, the largest batch per call, then IO binding."""
     sessions: dict[tuple[bool, bool], ort.InferenceSession] = {}
 
     def runner(o: dict) -> OrtRunner:
@@ -103,23 +97,27 @@ def tune_onnxruntime(path: Path, spec: ExtractorSpec, x: np.ndarray, threads: in
     return runner(best), info
 
 
+def served_graph(path: Path, options: dict) -> bytes:
+    """The graph the served model runs: embedding output only, attention fused when ``options`` say so."""
+    graph = onnx.load(str(path))
+    code.keep_outputs(graph, [EMBEDDING_OUTPUT])
+    if options["fuse_attention"]:
+        code.fuse_attention(graph)
+    return graph.SerializeToString()
+
+
 def session_creation(path: Path, options: dict, threads: int) -> dict:
     """Seconds to build the chosen session from ``model.onnx`` (load, cut, fuse, optimise) vs from an optimised model
     ONNX Runtime saved to disk on the first build (loaded with optimisations off: they are already in it)."""
-    code = served_model_code()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         code.build_session(str(path), threads, options["allow_spinning"], options["fuse_attention"],
                            outputs=[EMBEDDING_OUTPUT])
         from_onnx = time.perf_counter() - t0
-        graph = onnx.load(str(path))
-        code.keep_outputs(graph, [EMBEDDING_OUTPUT])
-        if options["fuse_attention"]:
-            code.fuse_attention(graph)
         opts = code.session_options(threads, options["allow_spinning"])
         opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
         opts.log_severity_level = 3  # not the warning that the saved model is for this machine only: it is
-        ort.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(served_graph(path, options), opts, providers=["CPUExecutionProvider"])
         opts = code.session_options(threads, options["allow_spinning"])
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         t0 = time.perf_counter()

@@ -1,6 +1,5 @@
 """Where one call spends its time, per operator, in torch and in the chosen ONNX Runtime session: the share in the
-matmul / convolution / attention kernels (which carry all the counted FLOPs), their GFLOP/s, and the largest other
-operators."""
+matmul / convolution / attention kernels (which carry all the counted FLOPs), their GFLOP/s, the largest others."""
 
 from __future__ import annotations
 
@@ -9,15 +8,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import torch
 
-from benchmarks.embedding.onnxruntime_options import OrtRunner
-from benchmarks.embedding.plan import served_model_code
+from benchmarks.embedding.onnxruntime_options import OrtRunner, served_graph
 from benchmarks.embedding.timing import timed
+from export import onnx_cpu as code
 from extractors.registry import ExtractorSpec
-from extractors.tensor_names import EMBEDDING_OUTPUT
 
 # The kernels that carry the counted FLOPs (matmuls, convolutions, attention); everything else is "other".
 TORCH_FLOP_OPS = {"aten::addmm", "aten::mm", "aten::bmm", "aten::mkldnn_convolution", "aten::_convolution",
@@ -41,9 +38,8 @@ def _split(times_us: dict[str, float], flop_ops: set[str], gflop: float, wall_s:
 
 def profile_breakdown(model: torch.nn.Module, path: Path, options: dict, spec: ExtractorSpec, x: np.ndarray,
                       threads: int, gflop_per_image: float) -> dict:
-    """Where one call at batch ``len(x)`` spends its time, per operator, in torch (``torch.profiler``) and in the
-    chosen ONNX Runtime session (its own profiler): the share in the matmul/convolution/attention kernels and their
-    GFLOP/s, and the largest other operators. Sums of operator times, so a little under the wall time of a call."""
+    """Per-operator time of one call at batch ``len(x)`` in torch (``torch.profiler``) and in the chosen ONNX Runtime
+    session (its own profiler): sums of operator times, so a little under the wall time of a call."""
     gflop = gflop_per_image * len(x)
     with torch.inference_mode():
         model(torch.from_numpy(x))
@@ -52,16 +48,11 @@ def profile_breakdown(model: torch.nn.Module, path: Path, options: dict, spec: E
     torch_times: dict[str, float] = {}
     for e in prof.key_averages():
         torch_times[e.key] = torch_times.get(e.key, 0.0) + e.self_cpu_time_total
-    code = served_model_code()
-    graph = onnx.load(str(path))
-    code.keep_outputs(graph, [EMBEDDING_OUTPUT])
-    if options["fuse_attention"]:
-        code.fuse_attention(graph)
     with tempfile.TemporaryDirectory() as tmp:
         opts = code.session_options(threads, options["allow_spinning"])
         opts.enable_profiling = True
         opts.profile_file_prefix = str(Path(tmp) / "ort")
-        session = ort.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(served_graph(path, options), opts, providers=["CPUExecutionProvider"])
         runner = OrtRunner(session, spec.dim, options["max_batch_pixels"], False)
         runner(x)  # warm-up
         ort_wall = timed(lambda: runner(x))

@@ -1,43 +1,17 @@
-"""The embedding benchmark's BENCHMARKS.md section, console tables, targets and why a target is missed, all from
-the result."""
+"""The embedding benchmark's BENCHMARKS.md section, targets and why a target is missed, from the result."""
 
 from __future__ import annotations
 
-from rich.table import Table
-
-from benchmarks.common import Target, console, loadavg_sentence, print_targets, section, target_bullets
+from benchmarks.common import Target, loadavg_sentence, section, target_bullets
+from benchmarks.embedding.benchmark import TARGET_RATIO
 from benchmarks.embedding.onnxruntime_options import OPTION_INDEX, option_label
-from benchmarks.embedding.plan import TARGET_BATCH, TARGET_RATIO
 from evaluation.document import Doc
-
-
-def print_result(results: dict) -> None:
-    peak = results["sgemm"]["gflops"]
-    for name, m in results["models"].items():
-        o = m["onnxruntime_options"]
-        table = Table(title=f"{name}: {m['gflops_per_image']:.3f} GFLOP/image, {results['threads']} threads, "
-                            f"sgemm peak {peak:.0f} GFLOP/s", caption=f"ONNX Runtime: {o['label']}")
-        for col in ("batch", "path", "images/s", "p50 ms/call", "GFLOP/s", "% of peak", "vs torch"):
-            table.add_column(col, justify="left" if col == "path" else "right")
-        torch_ips = {r["batch"]: r["images_per_s"] for r in m["rows"] if r["method"] == "torch"}
-        for r in m["rows"]:
-            table.add_row(str(r["batch"]), r["method"], f"{r['images_per_s']:.1f}", f"{r['p50_ms']:.2f}",
-                          f"{r['gflops_per_s']:.1f}", f"{100 * r['fraction_of_peak']:.0f}%",
-                          f"{r['images_per_s'] / torch_ips[r['batch']]:.2f}x")
-        console.print(table)
-    print_targets(targets(results))
-    for name in results["models"]:
-        reason = why_not(results, name)
-        if reason:
-            console.print(f"why: {reason}")
 
 
 def targets(result: dict) -> list[Target]:
     out = []
+    b = str(result["target_batch"])
     for name, m in result["models"].items():
-        b = str(result.get("target_batch", TARGET_BATCH))
-        if b not in m["ort_vs_torch"]:
-            continue
         rows = {r["method"]: r for r in m["rows"] if str(r["batch"]) == b}
         ratio = m["ort_vs_torch"][b]
         out.append(Target(f"ONNX Runtime vs torch eager, {name}, batch {b} (CPU)", f">= {TARGET_RATIO}x",
@@ -49,8 +23,8 @@ def targets(result: dict) -> list[Target]:
 def why_not(result: dict, name: str) -> str | None:
     """For a model that misses the ratio target: what it would take, from the measured rows and the profile."""
     m = result["models"][name]
-    b = str(result.get("target_batch", TARGET_BATCH))
-    if b not in m["ort_vs_torch"] or m["ort_vs_torch"][b] >= TARGET_RATIO or "profile" not in m:
+    b = str(result["target_batch"])
+    if m["ort_vs_torch"][b] >= TARGET_RATIO:
         return None
     peak = result["sgemm"]["gflops"]
     rows = {r["method"]: r for r in m["rows"] if str(r["batch"]) == b}
@@ -80,8 +54,7 @@ def _throughput(doc: Doc, result: dict) -> None:
           f"at least {result['budget']['batch_s']:g} s and {result['budget']['min_rounds']} rounds per batch size); "
           "images/s is from the fastest call of each path (the least disturbed on this shared machine), p50 from "
           "the median call."
-          + (f" The Triton model runs with `model.py`'s defaults: {option_label(result['triton_session_options'])}."
-             if "triton_session_options" in result else "")
+          f" The Triton model runs with `model.py`'s defaults: {option_label(result['triton_session_options'])}."
           + loadavg_sentence(result))
     doc.p(f"FLOPs: {result['flop_convention']}. Peak: {peak['library']}, "
           + ", ".join(f"{n}x{n}: {g:.0f} GFLOP/s" for n, g in peak["per_size"].items())
@@ -99,7 +72,7 @@ def _throughput(doc: Doc, result: dict) -> None:
 
 def _options(doc: Doc, result: dict) -> None:
     doc.p("ONNX Runtime options, chosen per model one at a time, each by measuring the candidates against the "
-          f"best so far at batch {result.get('target_batch', TARGET_BATCH)} (all: `ORT_ENABLE_ALL`, sequential "
+          f"best so far at batch {result['target_batch']} (all: `ORT_ENABLE_ALL`, sequential "
           f"execution, {result['threads']} intra-op threads, embedding output only):")
     rows = []
     for name, m in result["models"].items():
@@ -116,7 +89,7 @@ def _options(doc: Doc, result: dict) -> None:
 
 
 def _profiles(doc: Doc, result: dict) -> None:
-    doc.p(f"Where one call at batch {result.get('target_batch', TARGET_BATCH)} spends its time (sums of "
+    doc.p(f"Where one call at batch {result['target_batch']} spends its time (sums of "
           "operator times from `torch.profiler` and ONNX Runtime's profiler, one profiled call each, profilers "
           "on; \"FLOP kernels\" = matmul, convolution and attention operators, which carry all the counted "
           "FLOPs; outside operators = wall time of the call minus the operators: Python, dispatch, the "

@@ -40,9 +40,8 @@ def timed(fn: Callable[[], object]) -> float:
 
 def interleaved(fns: dict[str, Callable[[], object]], budget_s: float, min_rounds: int, max_rounds: int = 1000,
                 warmup: bool = True) -> dict[str, dict]:
-    """One call of each function per round, the order rotating each round, until ``budget_s`` has passed and at least
-    ``min_rounds`` rounds are done (after one unrecorded call of each when ``warmup``). Returns per function: best and
-    p50 seconds per call, and the number of calls."""
+    """One call of each function per round, the order rotating, until ``budget_s`` has passed and ``min_rounds`` are
+    done (after one unrecorded call of each when ``warmup``): per function, best and p50 seconds and the calls."""
     names = list(fns)
     for name in names if warmup else []:  # first calls allocate, open connections, fill caches
         fns[name]()

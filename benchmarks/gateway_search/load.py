@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Awaitable, Callable
 
 import grpc
 import numpy as np
 
 from benchmarks.cpu import CpuMeter
-from benchmarks.gateway_search.plan import TOP_K
 from benchmarks.load import drive
 from extractors.datasets import load_fashion_mnist
 from extractors.tensor_names import EMBEDDING_OUTPUT, INPUT_NAME
@@ -18,10 +18,11 @@ from server.settings import Settings
 from visualsearch.v1 import search_pb2 as pb
 from visualsearch.v1 import search_pb2_grpc
 
+TOP_K = 10  # results per query, with their metadata
 WARMUP_S = 1.0  # before each row: channels, thread pools, caches
 
 
-def query_images(n: int = 256) -> list[bytes]:
+def query_images(n: int) -> list[bytes]:
     """PNG bytes of Fashion-MNIST test images: what a client would send."""
     ds = load_fashion_mnist("test")
     out = []
@@ -32,7 +33,13 @@ def query_images(n: int = 256) -> list[bytes]:
     return out
 
 
-def summary(rows: list[tuple], errors: int, elapsed: float, concurrency: int, cpu: dict[str, float]) -> dict:
+async def _row(call: Callable[[int], Awaitable[tuple]], n_items: int, concurrency: int, seconds: float,
+               meter: CpuMeter, rate: float | None = None) -> tuple[dict, list[tuple]]:
+    """A warm-up, then the measured drive: its row (throughput, latency, CPU per query) and the calls' timings."""
+    await drive(call, n_items, concurrency, WARMUP_S)
+    meter.start()
+    rows, errors, elapsed = await drive(call, n_items, concurrency, seconds, rate)
+    cpu = meter.stop()
     a = np.asarray(rows, dtype=np.float64)
     n = max(len(rows), 1)
     out = {"concurrency": concurrency, "requests": len(rows), "errors": errors, "seconds": round(elapsed, 2),
@@ -41,7 +48,7 @@ def summary(rows: list[tuple], errors: int, elapsed: float, concurrency: int, cp
            "p99_ms": round(float(np.percentile(a[:, 0], 99)), 2) if len(rows) else None,
            "cpu_ms_per_query": {k: round(v * 1e3 / n, 3) for k, v in cpu.items()}}
     out["cpu_ms_per_query_total"] = round(sum(out["cpu_ms_per_query"].values()), 3)
-    return out
+    return out, rows
 
 
 async def gateway_load(address: str, model: str, images: list[bytes], concurrency: int, seconds: float,
@@ -54,10 +61,7 @@ async def gateway_load(address: str, model: str, images: list[bytes], concurrenc
             t = r.timings
             return t.decode_ms, t.embed_ms, t.search_ms, t.total_ms
 
-        await drive(call, len(images), concurrency, WARMUP_S)
-        meter.start()
-        rows, errors, elapsed = await drive(call, len(images), concurrency, seconds, rate)
-        out = summary(rows, errors, elapsed, concurrency, meter.stop())
+        out, rows = await _row(call, len(images), concurrency, seconds, meter, rate)
         out["offered_qps"] = rate
     if rows:
         a = np.asarray(rows, dtype=np.float64)
@@ -99,10 +103,7 @@ async def direct_load(triton_url: str, milvus_uri: str, model: str, images: list
         return ()
 
     try:
-        await drive(call, len(images), concurrency, WARMUP_S)
-        meter.start()
-        rows, errors, elapsed = await drive(call, len(images), concurrency, seconds)
-        return summary(rows, errors, elapsed, concurrency, meter.stop())
+        return (await _row(call, len(images), concurrency, seconds, meter))[0]
     finally:
         await triton.close()
         milvus.close()

@@ -1,32 +1,90 @@
-"""The run: the headline (the CLI defaults, into an empty collection), then the knob sweep on a subset, in rounds of
-alternating order, each run after the subset's ids were deleted so every run indexes the same images."""
+"""The run: the headline (the CLI defaults, into an empty collection), then the knob sweep; each run's split: CPU
+seconds of every process, the gateway's RPC times (its metrics), Triton's statistics, what PNG encoding costs."""
 
 from __future__ import annotations
 
+import functools
+import io
 import statistics
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
-from benchmarks import gateway_rpc, vsearch_index
-from benchmarks.common import console, write_result
-from benchmarks.ingest.measure import measure
-from benchmarks.ingest.plan import AFTER_DELETE_WAIT_S, DATASET, NAME, QUICK_SWEEP, SWEEP
-from benchmarks.ingest.section import label, print_result, print_row
+from benchmarks import vsearch_index
+from benchmarks.common import console, finish
+from benchmarks.cpu import CpuMeter
+from benchmarks.ingest.section import label
+from benchmarks.triton_stats import diff, mean_batch, stats_at
 from server.settings import Settings
 
+NAME = "ingest"
 Knobs = tuple[int, int, bool]  # batch size, concurrent streams, resume check
+# Compared on a subset; the CLI defaults are always added.
+SWEEP: tuple[Knobs, ...] = ((64, 4, True), (128, 4, True), (64, 8, True), (64, 2, True), (64, 4, False))
+QUICK_SWEEP: tuple[Knobs, ...] = ((128, 4, True), (64, 4, False))
+# After a delete the gateway reads Strong for 6 s (server/vector_store/milvus.py); wait it out so the resume check
+# of the next run costs what it costs on a collection nobody just deleted from.
+AFTER_DELETE_WAIT_S = 6.5
 
 
-def _clear(address: str, model: str, ids: list[str]) -> None:
-    """Deletes ``ids`` through the gateway (so the next run indexes them again), then waits out the Strong-read
-    window that follows a delete."""
-    gateway_rpc.delete(address, model, ids)
-    time.sleep(AFTER_DELETE_WAIT_S)
+def gateway_metrics(port: int) -> dict[str, float]:
+    """RPC counts and summed seconds by method from the gateway's Prometheus endpoint."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "vsearch_request_seconds_sum":
+                out[f"{s.labels['method']}_s"] = s.value
+            elif s.name == "vsearch_request_seconds_count":
+                out[f"{s.labels['method']}_n"] = s.value
+    return out
 
 
-def _sweep_settings(defaults: Knobs, settings: tuple[Knobs, ...]) -> list[Knobs]:
-    return list(dict.fromkeys([defaults, *settings]))
+@functools.cache
+def png_encode_seconds(n: int) -> float:
+    """Seconds to encode the first ``n`` Fashion-MNIST images to PNG on one thread, the way the SDK sends a PIL image.
+    Measured here, apart: the command's own process cannot be timed inside."""
+    from extractors.datasets import load_fashion_mnist
+
+    ds = load_fashion_mnist("all")
+    images = [ds.pil(i) for i in range(min(n, len(ds)))]
+    t0 = time.perf_counter()
+    for image in images:
+        image.save(io.BytesIO(), "PNG")
+    return time.perf_counter() - t0
+
+
+def measure(stack, model: str, n: int, batch_size: int, concurrency: int, resume: bool = True) -> dict:
+    """One ``vsearch index --dataset fashion-mnist --limit n`` run through ``stack``, with its split."""
+    meter = CpuMeter({"gateway": stack.gateway.proc.pid, "triton": stack.triton.pid, "milvus": stack.milvus.pid})
+    g0, t0 = gateway_metrics(stack.gateway.metrics_port), stats_at(stack.triton.grpc_url, model)
+    meter.start()
+    summary, run = vsearch_index.index(stack.gateway.address, model, n, batch_size=batch_size,
+                                       concurrency=concurrency, resume=resume)
+    cpu = {"client": round(run.cpu_s, 6), **meter.stop()}
+    g = diff(gateway_metrics(stack.gateway.metrics_port), g0)
+    t = diff(stats_at(stack.triton.grpc_url, model), t0)
+    png_s = png_encode_seconds(n)
+    done = max(summary["indexed"], 1)
+    row = {"batch_size": batch_size, "concurrency": concurrency, "resume": resume, "images": n,
+           "indexed": summary["indexed"], "skipped_existing": summary["skipped_existing"], "errors": summary["errors"],
+           "seconds": summary["seconds"], "images_per_s": summary["images_per_s"], "wall_s": round(run.wall_s, 2),
+           "cpu_s": cpu, "cpu_ms_per_image": {k: round(v * 1e3 / done, 3) for k, v in cpu.items()},
+           "client_png_encode_s": round(png_s, 3), "client_png_encode_us_per_image": round(png_s * 1e6 / n, 1)}
+    if g.get("Upsert_n"):
+        row["gateway"] = {"upsert_rpcs": int(g["Upsert_n"]), "upsert_rpc_s": round(g["Upsert_s"], 2),
+                          "upsert_rpc_mean_ms": round(g["Upsert_s"] * 1e3 / g["Upsert_n"], 1),
+                          "get_rpcs": int(g.get("Get_n", 0)), "get_rpc_s": round(g.get("Get_s", 0.0), 2),
+                          "get_rpc_mean_ms": round(g.get("Get_s", 0.0) * 1e3 / max(g.get("Get_n", 0), 1), 1)}
+    if t["executions"]:
+        row["triton"] = {"requests": t["requests"], "executions": t["executions"], "inferences": t["inferences"],
+                         "mean_batch": mean_batch(t, 1), "compute_s": round(t["compute_ns"] / 1e9, 2),
+                         "queue_s": round(t["queue_ns"] / 1e9, 2),
+                         "compute_ms_per_image": round(t["compute_ns"] / 1e6 / max(t["inferences"], 1), 3)}
+    return row
 
 
 def _sweep_summary(key: Knobs, rows: list[dict], defaults: Knobs) -> dict:
@@ -41,24 +99,24 @@ def _sweep_summary(key: Knobs, rows: list[dict], defaults: Knobs) -> dict:
             "runs": rows}
 
 
-def run(quick: bool = False, n_images: int | None = None, sweep_images: int | None = None, rounds: int | None = None,
-        sweep: tuple[Knobs, ...] | None = None, settings: Settings | None = None) -> dict:
-    """Indexes through a stack started with ``settings`` (default ``Settings()``) restricted to its first model, on
-    a Milvus data dir of its own."""
+def _print_row(text: str, r: dict) -> None:
+    console.print(f"{text}: {r['indexed']:,}/{r['images']:,} indexed, {r['images_per_s']} images/s, "
+                  f"{r['seconds']} s (wall {r['wall_s']} s), {r['errors']} errors")
+
+
+def run(quick: bool = False) -> dict:
+    """Indexes through a stack started with ``Settings()``, its first model only, on a Milvus data dir of its own."""
     from extractors.datasets import load_fashion_mnist
     from launchers.ports import free_port
     from launchers.stack import Stack
 
-    n_images = n_images or (2000 if quick else 70000)
-    sweep_images = sweep_images or (1000 if quick else 10000)
-    rounds = rounds or (1 if quick else 2)
-    sweep = sweep or (QUICK_SWEEP if quick else SWEEP)
-    settings = settings or Settings()
+    n_images, sweep_images, rounds = (2000, 1000, 1) if quick else (70000, 10000, 2)
+    settings = Settings()
     model = settings.models[0]
     defaults = vsearch_index.index_defaults()
-    settings_list = _sweep_settings(defaults, sweep)
+    knobs = list(dict.fromkeys([defaults, *(QUICK_SWEEP if quick else SWEEP)]))
     ids = load_fashion_mnist("all").ids[:sweep_images]
-    results: dict = {"model": model, "dataset": DATASET, "quick": quick, "cli": vsearch_index.SHOWN,
+    results: dict = {"model": model, "dataset": vsearch_index.DATASET, "quick": quick, "cli": vsearch_index.SHOWN,
                      "cli_defaults": {"batch_size": defaults[0], "concurrency": defaults[1], "resume": defaults[2]}}
     with tempfile.TemporaryDirectory(prefix="vsearch-bench-ingest-") as tmp:
         # Only the model being indexed is loaded into Triton: the gateway serves what Triton has ready.
@@ -67,16 +125,17 @@ def run(quick: bool = False, n_images: int | None = None, sweep_images: int | No
             console.print(f"[bold]ingest[/]: {n_images:,} images with the CLI defaults (batch {defaults[0]}, "
                           f"{defaults[1]} streams) into an empty collection")
             results["headline"] = measure(stack, model, n_images, *defaults)
-            print_row("headline", results["headline"])
-            runs: dict[Knobs, list[dict]] = {s: [] for s in settings_list}
+            _print_row("headline", results["headline"])
+            runs: dict[Knobs, list[dict]] = {k: [] for k in knobs}
             for r in range(rounds):
                 # every other round in reverse order, so a drift in the machine's load does not favour one setting
-                for b, c, resume in settings_list if r % 2 == 0 else settings_list[::-1]:
-                    _clear(stack.gateway.address, model, ids)
+                for b, c, resume in knobs if r % 2 == 0 else knobs[::-1]:
+                    vsearch_index.delete(stack.gateway.address, model, ids)  # so this run indexes them again
+                    time.sleep(AFTER_DELETE_WAIT_S)
                     text = label(b, c, resume)
                     console.print(f"[bold]ingest sweep[/] round {r + 1}/{rounds}: {sweep_images:,} images, {text}")
                     row = measure(stack, model, sweep_images, b, c, resume)
-                    print_row(text, row)
+                    _print_row(text, row)
                     runs[(b, c, resume)].append(row)
     results["sweep"] = {"images": sweep_images, "rounds": rounds,
                         "settings": [_sweep_summary(key, rows, defaults) for key, rows in runs.items()]}
@@ -84,6 +143,4 @@ def run(quick: bool = False, n_images: int | None = None, sweep_images: int | No
     same = [s for s in results["sweep"]["settings"] if s["resume"] == defaults[2]]
     best = max(same, key=lambda s: s["images_per_s_mean"])
     results["sweep"]["best"] = {k: v for k, v in best.items() if k != "runs"}
-    print_result(results)
-    console.print(f"written to {write_result(NAME, results)}")
-    return results
+    return finish(NAME, results)

@@ -1,39 +1,13 @@
-"""The ingest benchmark's BENCHMARKS.md section, console tables and verdict on the knobs, all from the result."""
+"""The ingest benchmark's BENCHMARKS.md section and verdict on the knobs, from the result."""
 
 from __future__ import annotations
 
-from rich.table import Table
-
-from benchmarks.common import Target, console, section
+from benchmarks.common import Target, cpu_split, section
 from evaluation.document import Doc
-
-CPU_SPLIT = ("client", "gateway", "triton", "milvus")
 
 
 def label(batch_size: int, concurrency: int, resume: bool = True) -> str:
     return f"batch {batch_size}, {concurrency} streams" + ("" if resume else ", --no-resume")
-
-
-def print_row(text: str, r: dict) -> None:
-    console.print(f"{text}: {r['indexed']:,}/{r['images']:,} indexed, {r['images_per_s']} images/s, "
-                  f"{r['seconds']} s (wall {r['wall_s']} s), {r['errors']} errors")
-
-
-def print_result(results: dict) -> None:
-    h = results["headline"]
-    table = Table(title=f"vsearch index: {h['indexed']:,} images, {h['images_per_s']} images/s")
-    for col in ("process", "CPU s", "CPU ms/image"):
-        table.add_column(col)
-    for k, v in h["cpu_s"].items():
-        table.add_row(k, str(v), str(h["cpu_ms_per_image"][k]))
-    console.print(table)
-    table = Table(title=f"knobs: {results['sweep']['images']:,} images, {results['sweep']['rounds']} round(s)")
-    for col in ("batch", "streams", "resume", "images/s mean", "min", "max", "default"):
-        table.add_column(col)
-    for s in results["sweep"]["settings"]:
-        table.add_row(str(s["batch_size"]), str(s["concurrency"]), str(s["resume"]), str(s["images_per_s_mean"]),
-                      str(s["images_per_s_min"]), str(s["images_per_s_max"]), "yes" if s["is_default"] else "")
-    console.print(table)
 
 
 def _compare(a: dict, b: dict, rounds: int) -> tuple[float, bool, str]:
@@ -52,9 +26,7 @@ def verdict(result: dict) -> str:
     """Whether the best batch size / concurrency beats the CLI defaults by more than the runs' own spread, and what
     the resume check costs."""
     sweep = result["sweep"]
-    default = next((s for s in sweep["settings"] if s["is_default"]), None)
-    if default is None:
-        return ""
+    default = next(s for s in sweep["settings"] if s["is_default"])
     best = sweep["best"]
     if best["is_default"]:
         out = (f"Best batch size and concurrency: the CLI defaults ({label(best['batch_size'], best['concurrency'])},"
@@ -81,9 +53,8 @@ def targets(result: dict) -> list[Target]:
 
 
 def _how(result: dict) -> tuple[str, str, str]:
-    """How the command was run: as a process of its own (``"cli"`` recorded), or (older results) by calling the
-    function the CLI calls inside the benchmark's process. Returns what ran, what its wall time includes, and how
-    the PNG encoding was timed."""
+    """What ran (the CLI's process, ``"cli"`` recorded; older results: the function it calls, in this process), what
+    its wall time includes, and how the PNG encoding was timed."""
     if result.get("cli"):
         return (f"run as a user runs it (`{result['cli']}`, a process of its own)",
                 "starting Python and loading the data set", "on one thread, measured apart in the benchmark's "
@@ -137,22 +108,16 @@ def _sweep(doc: Doc, result: dict) -> None:
           + (" (alternating order)" if s["rounds"] > 1 else "") + ":")
     rows = []
     for row in s["settings"]:
-        cpu = row["cpu_ms_per_image"]
-        split = " / ".join(f"{cpu[k]:.2f}" if k in cpu else "-" for k in CPU_SPLIT)
         mark = " (CLI default)" if row["is_default"] else ""
         runs = ", ".join(f"{x:.0f}" for x in row["images_per_s"])
         gets = ", ".join(f"{r['gateway']['get_rpc_s']:.1f}" if "gateway" in r else "-" for r in row["runs"])
         resume = "yes" if row.get("resume", True) else "no"
         rows.append([f"{row['batch_size']}{mark}", str(row["concurrency"]), resume,
-                     f"{row['images_per_s_mean']:.0f}", runs, gets, split])
+                     f"{row['images_per_s_mean']:.0f}", runs, gets, cpu_split(row["cpu_ms_per_image"])])
     doc.table(["batch", "streams", "resume check", "images/s (mean)", "runs", "resume Gets (s)",
                "CPU ms/image (client / gateway / Triton / Milvus)"], rows)
 
 
-def _verdict(doc: Doc, result: dict) -> None:
-    if v := verdict(result):
-        doc.p(v)
-
-
 def markdown(result: dict) -> str:
-    return section("Indexing through the gateway (`benchmarks/ingest/`)", result, _headline, _sweep, _verdict)
+    return section("Indexing through the gateway (`benchmarks/ingest/`)", result, _headline, _sweep,
+                   lambda doc, r: doc.p(verdict(r)))

@@ -1,14 +1,28 @@
-"""The data sets: ``Dataset`` (rows, queries and the exact k-th score per query), the seeded synthetic mixture,
-exact ground truth and tie-aware recall."""
+"""The data sets: ``Dataset`` (rows, queries and the exact k-th score per query), exact ground truth, tie-aware
+recall, and the two kinds of data:
+
+- synthetic: a seeded Gaussian mixture in 384-d (each component a random centre plus a random 16-d subspace plus a
+  little isotropic noise), L2-normalised. Isotropic random vectors are deliberately not used: in 384-d all their
+  distances are nearly equal, so "nearest neighbours" are noise and HNSW recall collapses (0.13-0.36 in the shared
+  notes); real embeddings have a low intrinsic dimension, which is what the mixture imitates.
+- real: embeddings of our Fashion-MNIST DINO ViT (``REAL_MODEL``, 128-d) of the train images plus seeded strong
+  copies of train images (resized to 28x28 like the gateway does); queries are test images. The full set is
+  computed once and cached as .npy in ``REAL_CACHE`` (gitignored).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-from rich.progress import Progress
+from rich.progress import track
 
+from benchmarks.common import CACHE, console, step
 from benchmarks.vector_search.plan import SEED, TIE_EPS, TOP_K, Plan
 
 SYNTH_DIM = 384
@@ -16,6 +30,8 @@ SYNTH_SUBSPACE = 16
 SYNTH_SPREAD = 0.6  # norm of a point's offset inside its component's subspace (centres have norm ~1)
 SYNTH_NOISE = 0.1  # norm of the isotropic noise
 SYNTH_BLOCK = 100_000  # rows generated per seeded block: the 100k set is the first block of the 1M set
+REAL_MODEL = "dino_vit_femto_p7_fmnist"
+REAL_CACHE = CACHE / "vector_search"
 
 
 @dataclass
@@ -43,6 +59,30 @@ def normalise(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def with_ground_truth(ds: Dataset, chunk: int = 65536) -> Dataset:
+    """``ds`` with the exact k-th score of every query (inner product = cosine on unit rows), numpy only."""
+    best = np.full((len(ds.queries), TOP_K), -np.inf, np.float32)
+    with step(f"exact ground truth ({ds.n:,} rows)", ds.n) as update:
+        for start in range(0, ds.n, chunk):
+            sims = ds.queries @ ds.db[start:start + chunk].T
+            best = -np.partition(-np.concatenate([best, sims], axis=1), TOP_K - 1, axis=1)[:, :TOP_K]
+            update(advance=sims.shape[1])
+    ds.gt_kth = best.min(axis=1)
+    return ds
+
+
+def recall_at_k(found: np.ndarray, ds: Dataset, k: int = TOP_K) -> float:
+    """Mean recall@k of ``found`` ([Q, >=k] ids, -1 for none) against the exact neighbours, tie-aware: a returned
+    id counts when its exact score is at least the true k-th score (minus TIE_EPS)."""
+    hits = 0
+    for i in range(len(found)):
+        ids = np.unique(found[i, :k][found[i, :k] >= 0])
+        if len(ids):
+            scores = ds.db[ids] @ ds.queries[i]
+            hits += int((scores >= ds.gt_kth[i] - TIE_EPS).sum())
+    return hits / (len(found) * k)
+
+
 def _mixture(dim: int, n_clusters: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng([seed, 0])
     centres = rng.standard_normal((n_clusters, dim)).astype(np.float32) / np.float32(math.sqrt(dim))
@@ -68,78 +108,101 @@ def _mixture_draw(rng: np.random.Generator, n: int, centres: np.ndarray, bases: 
     return normalise(x)
 
 
-def synthetic(n: int, n_queries: int, n_clusters: int, dim: int = SYNTH_DIM, seed: int = SEED,
-              progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` database rows and ``n_queries`` queries of the seeded mixture (see the module doc). Rows come in
-    seeded blocks of 100k, so a smaller set is a prefix of a larger one."""
+def synthetic(n: int, n_queries: int, n_clusters: int, dim: int = SYNTH_DIM,
+              seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` database rows and ``n_queries`` queries of the seeded mixture. Rows come in seeded blocks of 100k, so a
+    smaller set is a prefix of a larger one."""
     centres, bases, weights = _mixture(dim, n_clusters, seed)
     db = np.empty((n, dim), np.float32)
-    task = progress.add_task(f"generate {n:,} x {dim} mixture", total=n) if progress else None
-    for b, start in enumerate(range(0, n, SYNTH_BLOCK)):
-        m = min(SYNTH_BLOCK, n - start)
-        block = _mixture_draw(np.random.default_rng([seed, 1, b]), SYNTH_BLOCK, centres, bases, weights)
-        db[start:start + m] = block[:m]
-        if progress:
-            progress.advance(task, m)
-    if progress:
-        progress.remove_task(task)
-    queries = _mixture_draw(np.random.default_rng([seed, 2]), n_queries, centres, bases, weights)
-    return db, queries
-
-
-def exact_topk(db: np.ndarray, queries: np.ndarray, k: int = TOP_K, chunk: int = 65536,
-               progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k by inner product (cosine on unit rows), numpy only: ids [Q, k] and scores [Q, k], best first."""
-    nq = len(queries)
-    best_s = np.full((nq, k), -np.inf, np.float32)
-    best_i = np.full((nq, k), -1, np.int64)
-    task = progress.add_task(f"exact ground truth ({len(db):,} rows)", total=len(db)) if progress else None
-    for start in range(0, len(db), chunk):
-        sims = queries @ db[start:start + chunk].T
-        kk = min(k, sims.shape[1])
-        part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
-        cand_s = np.concatenate([best_s, np.take_along_axis(sims, part, axis=1)], axis=1)
-        cand_i = np.concatenate([best_i, part + start], axis=1)
-        top = np.argpartition(-cand_s, k - 1, axis=1)[:, :k]
-        best_s = np.take_along_axis(cand_s, top, axis=1)
-        best_i = np.take_along_axis(cand_i, top, axis=1)
-        if progress:
-            progress.advance(task, sims.shape[1])
-    if progress:
-        progress.remove_task(task)
-    order = np.argsort(-best_s, axis=1, kind="stable")
-    return np.take_along_axis(best_i, order, axis=1), np.take_along_axis(best_s, order, axis=1)
-
-
-def with_ground_truth(ds: Dataset, progress: Progress | None = None) -> Dataset:
-    _, scores = exact_topk(ds.db, ds.queries, TOP_K, progress=progress)
-    ds.gt_kth = scores[:, -1].copy()
-    return ds
-
-
-def recall_at_k(found: np.ndarray, ds: Dataset, k: int = TOP_K) -> float:
-    """Mean recall@k of ``found`` ([Q, >=k] ids, -1 for none) against the exact neighbours, tie-aware: a returned
-    id counts when its exact score is at least the true k-th score (minus TIE_EPS)."""
-    assert ds.gt_kth is not None
-    hits = 0
-    for i in range(len(found)):
-        ids = np.unique(found[i, :k][found[i, :k] >= 0])
-        if len(ids):
-            scores = ds.db[ids] @ ds.queries[i]
-            hits += int((scores >= ds.gt_kth[i] - TIE_EPS).sum())
-    return hits / (len(found) * k)
-
+    with step(f"generate {n:,} x {dim} mixture", n) as update:
+        for b, start in enumerate(range(0, n, SYNTH_BLOCK)):
+            m = min(SYNTH_BLOCK, n - start)
+            db[start:start + m] = _mixture_draw(np.random.default_rng([seed, 1, b]), SYNTH_BLOCK, centres, bases,
+                                                weights)[:m]
+            update(advance=m)
+    return db, _mixture_draw(np.random.default_rng([seed, 2]), n_queries, centres, bases, weights)
 
 
 def size_label(n: int) -> str:
     return f"{n // 1_000_000}m" if n >= 1_000_000 and n % 1_000_000 == 0 else f"{n // 1000}k"
 
 
-def synthetic_sets(plan: Plan, progress: Progress) -> list[Dataset]:
-    """One data set per size in ``plan.synth_sizes``: the largest is generated once, the others are its prefixes
-    (``synthetic`` makes a smaller set a prefix of a larger one) with the same queries."""
-    db, queries = synthetic(max(plan.synth_sizes), plan.n_queries, plan.n_clusters, progress=progress)
+def synthetic_sets(plan: Plan) -> list[Dataset]:
+    """One data set per size in ``plan.synth_sizes``, all prefixes of the largest, with the same queries."""
+    db, queries = synthetic(max(plan.synth_sizes), plan.n_queries, plan.n_clusters)
     title = (f"synthetic Gaussian mixture, {plan.n_clusters:,} components (centre + random {SYNTH_SUBSPACE}-d "
              "subspace + noise), L2-normalised")
-    return [with_ground_truth(Dataset(f"synthetic_{size_label(n)}", title, db[:n], queries), progress)
-            for n in plan.synth_sizes]
+    return [with_ground_truth(Dataset(f"synthetic_{size_label(n)}", title, db[:n], queries)) for n in plan.synth_sizes]
+
+
+def _weights_fingerprint() -> str:
+    from extractors.registry import get_spec
+
+    path = get_spec(REAL_MODEL).weights()
+    if path is None or not Path(path).exists():
+        return "none"
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def _copy_pixels(ds, indices: range) -> np.ndarray:
+    """uint8 [N, 3, 28, 28] of one seeded strong copy per train image, preprocessed like the gateway does."""
+    from extractors.copies import CopyConfig, copy_seed, make_copy
+    from server.imaging import to_model_input
+
+    cfg = CopyConfig.strong()
+    out = np.empty((len(indices), 3, 28, 28), np.uint8)
+    for j, i in enumerate(track(indices, description=f"{len(indices):,} seeded copies", console=console)):
+        img, _ = make_copy(ds.pil(i), np.random.default_rng(copy_seed(SEED, i, 0)), cfg)
+        out[j] = to_model_input(img, 28)
+    return out
+
+
+def _embed(pixels: np.ndarray, label: str) -> np.ndarray:
+    import torch
+
+    from extractors.knn_report import embed_uint8
+
+    with torch.inference_mode():
+        return embed_uint8(REAL_MODEL, torch.from_numpy(pixels), label=label).numpy().astype(np.float32)
+
+
+def real_embeddings(plan: Plan) -> Dataset:
+    """The real set and its queries. The full set is computed once and cached; quick mode slices the cache when it
+    exists, else embeds its small subset in memory."""
+    from extractors.datasets import load_fashion_mnist
+    from extractors.training import dataset_to_uint8
+
+    n_train_all, n_copies_all = 60_000, 40_000
+    files = {k: REAL_CACHE / f"fmnist_{REAL_MODEL}_{k}.npy" for k in ("train", "copies", "test")}
+    meta_path = REAL_CACHE / f"fmnist_{REAL_MODEL}_meta.json"
+    meta = {"model": REAL_MODEL, "weights": _weights_fingerprint(), "train": n_train_all, "copies": n_copies_all,
+            "copy_preset": "strong", "seed": SEED}
+    cached = meta_path.exists() and json.loads(meta_path.read_text()) == meta and all(p.exists() for p in
+                                                                                         files.values())
+    test_order = np.random.default_rng([SEED, 3]).permutation(10_000)[:plan.n_queries]
+    title = (f"Fashion-MNIST {REAL_MODEL} embeddings: {plan.real_train:,} train images + {plan.real_copies:,} seeded "
+             "strong copies of train images; queries are test images")
+    if cached:
+        train = np.load(files["train"], mmap_mode="r")[:plan.real_train]
+        copies = np.load(files["copies"], mmap_mode="r")[:plan.real_copies]
+        queries = np.load(files["test"], mmap_mode="r")[test_order]
+        console.print(f"real embeddings from the cache {REAL_CACHE}")
+    elif plan.quick:
+        tr = load_fashion_mnist("train")
+        train = _embed(dataset_to_uint8(tr.subset(np.arange(plan.real_train))).numpy(), "embed train subset")
+        copies = _embed(_copy_pixels(tr, range(plan.real_copies)), "embed copies")
+        queries = _embed(dataset_to_uint8(load_fashion_mnist("test").subset(test_order)).numpy(), "embed test subset")
+    else:
+        tr, te = load_fashion_mnist("train"), load_fashion_mnist("test")
+        t0 = time.perf_counter()
+        train_all = _embed(dataset_to_uint8(tr).numpy(), "embed 60k train")
+        copies_all = _embed(_copy_pixels(tr, range(n_copies_all)), "embed 40k copies")
+        test_all = _embed(dataset_to_uint8(te).numpy(), "embed 10k test")
+        REAL_CACHE.mkdir(parents=True, exist_ok=True)
+        for key, arr in (("train", train_all), ("copies", copies_all), ("test", test_all)):
+            np.save(files[key], arr)
+        meta_path.write_text(json.dumps(meta))
+        console.print(f"real embeddings computed in {time.perf_counter() - t0:.0f} s, cached in {REAL_CACHE}")
+        train, copies, queries = train_all[:plan.real_train], copies_all[:plan.real_copies], test_all[test_order]
+    db = normalise(np.concatenate([train, copies]).astype(np.float32))
+    return Dataset("real", title, db, normalise(np.array(queries, dtype=np.float32)))

@@ -9,30 +9,28 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from rich.progress import Progress
 
+from benchmarks.common import console, step
 from benchmarks.vector_search.data import Dataset, recall_at_k
 from benchmarks.vector_search.engines import Engine
-from benchmarks.vector_search.log import clock, console
 from benchmarks.vector_search.plan import BATCH_NQ, MIN_SAMPLES, Plan
 
 
-def latency(fn: Callable[[np.ndarray], object], batches: list[np.ndarray], max_n: int, max_s: float,
-            progress: Progress, label: str, warmup: int = 3, min_n: int = MIN_SAMPLES) -> dict:
-    """Per-call latency over ``batches`` (cycled): ``max_n`` calls or ``max_s`` seconds, whichever comes first,
-    but at least ``min_n`` calls."""
-    for q in batches[:warmup]:
+def latency(fn: Callable[[np.ndarray], object], batches: list[np.ndarray], max_n: int, max_s: float, label: str,
+            min_n: int = MIN_SAMPLES) -> dict:
+    """Per-call latency over ``batches`` (cycled, after 3 warm-up calls): ``max_n`` calls or ``max_s`` seconds,
+    whichever comes first, but at least ``min_n`` calls."""
+    for q in batches[:3]:
         fn(q)
-    task = progress.add_task(label, total=max_n)
     samples: list[float] = []
     stop = time.perf_counter() + max_s
-    while len(samples) < max_n and (len(samples) < min_n or time.perf_counter() < stop):
-        q = batches[len(samples) % len(batches)]
-        t0 = time.perf_counter()
-        fn(q)
-        samples.append((time.perf_counter() - t0) * 1e3)
-        progress.advance(task)
-    progress.remove_task(task)
+    with step(label, max_n) as update:
+        while len(samples) < max_n and (len(samples) < min_n or time.perf_counter() < stop):
+            q = batches[len(samples) % len(batches)]
+            t0 = time.perf_counter()
+            fn(q)
+            samples.append((time.perf_counter() - t0) * 1e3)
+            update(advance=1)
     a = np.asarray(samples)
     return {"n": len(a), "p50_ms": round(float(np.percentile(a, 50)), 3),
             "p99_ms": round(float(np.percentile(a, 99)), 3), "mean_ms": round(float(a.mean()), 3)}
@@ -52,36 +50,34 @@ def search_all(engine: Engine) -> np.ndarray:
     return np.concatenate([engine.search(q[s:s + BATCH_NQ]) for s in range(0, len(q), BATCH_NQ)])
 
 
-def ef_sweep(engine: Engine, efs: tuple[int, ...], n_lat: int, max_s: float, progress: Progress) -> list[dict]:
-    """Recall@10 (all queries) and nq=1 latency at each search ef, on an engine already built."""
+def ef_sweep(engine: Engine, plan: Plan) -> list[dict]:
+    """Recall@10 (all queries) and nq=1 latency at each search ef of the plan, on an engine already built."""
     out = []
-    one_each = singles(engine.ds)
-    task = progress.add_task(f"{engine.label}: ef sweep", total=len(efs))
-    for ef in efs:
-        engine.set_ef(ef)
-        rec = recall_at_k(search_all(engine), engine.ds)
-        lat = latency(engine.search, one_each, n_lat, max_s, progress, f"{engine.label} ef={ef}: nq=1", min_n=n_lat)
-        out.append({"ef": ef, "recall_at_10": round(rec, 4), "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"]})
-        progress.advance(task)
-    progress.remove_task(task)
+    with step(f"{engine.label}: ef sweep", len(plan.sweep_ef)) as update:
+        for ef in plan.sweep_ef:
+            engine.set_ef(ef)
+            rec = recall_at_k(search_all(engine), engine.ds)
+            lat = latency(engine.search, singles(engine.ds), plan.ef_lat_n, plan.lat_max_s,
+                          f"{engine.label} ef={ef}: nq=1", min_n=plan.ef_lat_n)
+            out.append({"ef": ef, "recall_at_10": round(rec, 4), "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"]})
+            update(advance=1)
     return out
 
 
-def measure(engine: Engine, plan: Plan, progress: Progress, role: str | None = None,
+def measure(engine: Engine, plan: Plan, role: str | None = None,
             before: Callable[[Engine], None] | None = None) -> dict:
     """Insert (unless already loaded), wait for the index, then recall and latencies; ``before`` runs once the
     index is built (an ef sweep that sets the ef to measure at)."""
     ds = engine.ds
     if math.isnan(engine.insert_end):
-        engine.load(progress)
+        engine.load()
     if math.isnan(engine.build_s):
-        engine.wait_built(progress)
+        engine.wait_built()
     if before is not None:
         before(engine)
     rec = recall_at_k(search_all(engine), ds)
-    nq1 = latency(engine.search, singles(ds), plan.lat1_max, plan.lat_max_s, progress, f"{engine.label}: nq=1")
-    nq64 = latency(engine.search, batches_of(ds), plan.lat64_max, plan.lat_max_s, progress,
-                   f"{engine.label}: nq={BATCH_NQ}")
+    nq1 = latency(engine.search, singles(ds), plan.lat1_max, plan.lat_max_s, f"{engine.label}: nq=1")
+    nq64 = latency(engine.search, batches_of(ds), plan.lat64_max, plan.lat_max_s, f"{engine.label}: nq={BATCH_NQ}")
     rss_after = engine.rss()
     row = {"dataset": ds.key, "engine": engine.kind, "label": engine.label, "role": role,
            "hnsw": engine.hnsw.as_dict() if engine.hnsw else None, "rows": ds.n, "dim": ds.dim,
@@ -93,17 +89,16 @@ def measure(engine: Engine, plan: Plan, progress: Progress, role: str | None = N
            "searchable_s": round(engine.insert_s + engine.build_s, 2), "recall_at_10": round(rec, 4),
            "nq1": nq1, f"nq{BATCH_NQ}": nq64, "rss_growth_mb": round((rss_after - engine.rss_before) / 2**20, 1),
            "overlapped_build": plan.overlap_milvus and engine.kind == "milvus_server"}
-    console.print(f"{clock()} [bold]{ds.key}[/] {engine.label} ({engine.hnsw or 'exact'}): insert "
+    console.log(f"[bold]{ds.key}[/] {engine.label} ({engine.hnsw or 'exact'}): insert "
                   f"{row['insert_rows_per_s']:,.0f} rows/s, build {row['build_s']:.1f} s, recall@10 {rec:.4f}, "
                   f"nq=1 p50 {nq1['p50_ms']:.2f} ms, "
                   f"nq={BATCH_NQ} p50 {nq64['p50_ms']:.1f} ms, RSS +{row['rss_growth_mb']:.0f} MB")
     return row
 
 
-
-def measure_and_close(engine: Engine, plan: Plan, progress: Progress, role: str | None = None) -> dict:
+def measure_and_close(engine: Engine, plan: Plan, role: str | None = None) -> dict:
     try:
-        return measure(engine, plan, progress, role=role)
+        return measure(engine, plan, role=role)
     finally:
         engine.close()
         gc.collect()

@@ -1,5 +1,5 @@
 """The vector-search benchmark's parameters: what a full and a quick run measure (``Plan``), the HNSW parameters
-under test (``Hnsw``), and the fixed figures of the protocol (top_k, the recall target, the seed)."""
+under test (``Hnsw``), and the fixed figures of the protocol."""
 
 from __future__ import annotations
 
@@ -66,7 +66,6 @@ class Hnsw:
     ef: int
 
     def applied(self, settings: Settings) -> Settings:
-        """``settings`` with these HNSW parameters."""
         return settings.model_copy(update={"hnsw_m": self.m, "hnsw_ef_construction": self.ef_construction,
                                            "hnsw_ef": self.ef})
 

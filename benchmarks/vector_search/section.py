@@ -1,22 +1,17 @@
-"""The vector-search benchmark's BENCHMARKS.md section, its console tables and its targets, all from the result."""
+"""The vector-search benchmark's BENCHMARKS.md section and targets, from the result."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from rich.table import Table
-
 from benchmarks.common import MILVUS_SETTLE_S, Target, section
 from benchmarks.vector_search.data import SYNTH_DIM, SYNTH_SUBSPACE
-from benchmarks.vector_search.log import console
 from benchmarks.vector_search.plan import DEFAULTS, LITE_1M_REASON, TIE_EPS
 from benchmarks.vector_search.sweep import choose
 from evaluation.document import Doc
 from server.settings import Settings
 
 SEGMENT_MB = 512  # Milvus 2.3 default dataCoord.segment.maxSize
-ENGINE_HEADER = ["data", "engine", "HNSW M / efC / ef", "rows", "insert", "index build", "nq=1 p50 / p99",
-                 "nq=64 p50 / p99", "recall@10", "RSS growth"]
 
 
 def _ms(v: float) -> str:
@@ -41,21 +36,6 @@ def _engine_rows(result: dict) -> Iterator[list[str]]:
                f"{r['rss_growth_mb']:,.0f} MB"]
 
 
-def print_result(result: dict) -> None:
-    table = Table(title="vector search engines")
-    for col in ENGINE_HEADER:
-        table.add_column(col)
-    for row in _engine_rows(result):
-        table.add_row(*row)
-    console.print(table)
-    rec = result.get("recommended")
-    if rec:
-        console.print(f"recommended Settings: hnsw_m={rec['hnsw_m']} hnsw_ef_construction={rec['hnsw_ef_construction']}"
-                      f" hnsw_ef={rec['hnsw_ef']}")
-    for t in targets(result):
-        console.print(f"target {t.name}: {t.target}, measured {t.measured}: {'met' if t.met else 'NOT met'}")
-
-
 def _sweep_table(doc: Doc, sweep: dict) -> None:
     keys = sweep["datasets"]
     both = " / ".join(keys)
@@ -64,14 +44,12 @@ def _sweep_table(doc: Doc, sweep: dict) -> None:
     for m, efc in sorted({(r["M"], r["efConstruction"]) for r in sweep["rows"]}):
         g = [r for r in sweep["rows"] if (r["M"], r["efConstruction"]) == (m, efc)]
         builds = " / ".join(f"{next(r['build_s'] for r in g if r['dataset'] == k):.1f} s" for k in keys)
-        alone = []
-        for k in keys:
-            c = choose(g, [k], sweep["target"])
-            alone.append(str(c["ef"]) if c["meets_target"] else "none")
+        alone = " / ".join(str(a["ef"]) if a["meets_target"] else "none"
+                           for a in (choose(g, [k], sweep["target"]) for k in keys))
         c = choose(g, keys, sweep["target"])
         mark = " **(pick)**" if (m, efc) == (pick["M"], pick["efConstruction"]) else ""
         joint = f"{c['ef']}" if c["meets_target"] else f"none (best at ef {c['ef']})"
-        rows.append([f"{m}{mark}", str(efc), builds, " / ".join(alone), joint,
+        rows.append([f"{m}{mark}", str(efc), builds, alone, joint,
                      " / ".join(f"{c['recall_at_10'][k]:.3f}" for k in keys), f"{c['cost']:,}",
                      " / ".join(f"{c['p50_ms'][k] * 1e3:.0f} µs" for k in keys)])
     doc.table(["M", "efC", f"build ({both})", f"smallest ef >= {sweep['target']} ({both})", "joint ef",
@@ -84,10 +62,10 @@ def _graph_size_note(doc: Doc, result: dict) -> None:
     sizes = {key: d["rows"] for key, d in result["datasets"].items()}
     key = max(sizes, key=sizes.get)
     rows = {r["engine"]: r for r in result["engines"] if r["dataset"] == key and r["role"] == "tuned"}
-    faiss_row, milvus_row = rows.get("faiss_hnsw"), rows.get("milvus_server")
-    if not faiss_row or not milvus_row or faiss_row["recall_at_10"] >= result["recall_target"]:
+    faiss_row, milvus_row = rows["faiss_hnsw"], rows["milvus_server"]
+    if faiss_row["recall_at_10"] >= result["recall_target"]:
         return
-    segs = milvus_row.get("segments")
+    segs = milvus_row["segments"]
     doc.p(f"At {sizes[key]:,} rows one FAISS graph with the same M / efConstruction / ef reaches recall@"
           f"{result['top_k']} {faiss_row['recall_at_10']:.3f}, the Milvus server {milvus_row['recall_at_10']:.3f}: "
           f"Milvus searched {segs if segs else 'several'} segment graphs, each with the full ef, and merged the "
@@ -138,15 +116,13 @@ def _engines(doc: Doc, result: dict) -> None:
         doc.p("In this quick run one Milvus server held every collection and they were all inserted before any was "
               "measured, so their index builds overlapped each other and the FAISS rows, and the server's RSS growth "
               "is not per collection.")
-    doc.table(ENGINE_HEADER, list(_engine_rows(result)))
+    doc.table(["data", "engine", "HNSW M / efC / ef", "rows", "insert", "index build", "nq=1 p50 / p99",
+               "nq=64 p50 / p99", "recall@10", "RSS growth"], list(_engine_rows(result)))
     _graph_size_note(doc, result)
 
 
 def _sweep(doc: Doc, result: dict) -> None:
-    sweep = result.get("sweep")
-    if not sweep:
-        return
-    k = result["top_k"]
+    sweep, k = result["sweep"], result["top_k"]
     p, alone = sweep["pick"], sweep["pick_first_only"]
     grid = sweep["rows"]
     doc.h(3, "HNSW tuning")
@@ -168,10 +144,7 @@ def _sweep(doc: Doc, result: dict) -> None:
 
 
 def _milvus_ef_sweep(doc: Doc, result: dict) -> None:
-    ms = result.get("milvus_ef_sweep")
-    if not ms:
-        return
-    k = result["top_k"]
+    ms, k = result["milvus_ef_sweep"], result["top_k"]
     c, tuned = ms["current"]["hnsw"], ms["tuned"]
     t = next(iter(tuned.values()))["hnsw"]
     keys = list(tuned)
@@ -195,10 +168,7 @@ def _milvus_ef_sweep(doc: Doc, result: dict) -> None:
 
 
 def _recommendation(doc: Doc, result: dict) -> None:
-    rec = result.get("recommended")
-    if not rec:
-        return
-    k, cur = result["top_k"], result["current_defaults"]
+    rec, k, cur = result["recommended"], result["top_k"], result["current_defaults"]
     doc.p(f"**Recommended `Settings` defaults: `hnsw_m={rec['hnsw_m']}`, "
           f"`hnsw_ef_construction={rec['hnsw_ef_construction']}`, `hnsw_ef={rec['hnsw_ef']}`** (the "
           f"defaults when this ran: {cur['M']} / {cur['efConstruction']} / {cur['ef']}; {_adopted(rec)}). "
@@ -220,10 +190,8 @@ def _quick(doc: Doc, result: dict) -> None:
 def _closing(doc: Doc, result: dict) -> None:
     if result.get("lite_1m_reason"):  # the run left Milvus Lite out at 1M: say why (the text, not a figure)
         doc.p(LITE_1M_REASON)
-    verdicts = targets(result)
-    if verdicts:
-        doc.table(["target", "goal", "measured", "met"],
-                  [[t.name, t.target, t.measured, "yes" if t.met else "no"] for t in verdicts])
+    doc.table(["target", "goal", "measured", "met"],
+              [[t.name, t.target, t.measured, "yes" if t.met else "no"] for t in targets(result)])
 
 
 def markdown(result: dict) -> str:
@@ -233,24 +201,19 @@ def markdown(result: dict) -> str:
 
 def _adopted(rec: dict) -> str:
     """Whether the product's defaults now are the recommended ones (read from Settings, not from the result)."""
-    now = DEFAULTS
-    if all(now[k] == rec[k] for k in now):
+    if all(DEFAULTS[k] == rec[k] for k in DEFAULTS):
         return "these are now the product's defaults in `server/settings.py`"
-    return (f"the product's defaults are now {now['hnsw_m']} / {now['hnsw_ef_construction']} / {now['hnsw_ef']}, "
-            "not the recommended ones")
+    return (f"the product's defaults are now {DEFAULTS['hnsw_m']} / {DEFAULTS['hnsw_ef_construction']} / "
+            f"{DEFAULTS['hnsw_ef']}, not the recommended ones")
 
 
 def targets(result: dict) -> list[Target]:
-    """ANN recall@10 >= 0.95 on the Milvus server at the chosen parameters: real embeddings and the largest
-    synthetic set."""
+    """Recall@10 of the Milvus server at the chosen parameters on the real embeddings and the largest synthetic set."""
+    synthetic = {key: d["rows"] for key, d in result["datasets"].items() if key != "real"}
     out = []
-    synth = [key for key in result["datasets"] if key.startswith("synthetic")]
-    keys = ["real"] + ([max(synth, key=lambda s: result["datasets"][s]["rows"])] if synth else [])
-    for key in keys:
-        row = next((r for r in result["engines"] if r["dataset"] == key and r["engine"] == "milvus_server"
-                    and r["role"] == "tuned"), None)
-        if row is None:
-            continue
+    for key in ("real", max(synthetic, key=synthetic.get)):
+        row = next(r for r in result["engines"]
+                   if (r["dataset"], r["engine"], r["role"]) == (key, "milvus_server", "tuned"))
         out.append(Target(f"ANN recall@{result['top_k']}, Milvus server, {key} ({row['rows']:,} x {row['dim']}), "
                           f"HNSW M / efC / ef = {_hnsw_text(row)}", f">= {result['recall_target']}",
                           f"{row['recall_at_10']:.3f}", row["recall_at_10"] >= result["recall_target"]))
