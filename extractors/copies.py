@@ -9,6 +9,11 @@ The copy keeps its own size after crop and rotation instead of being resized bac
 copy found in the wild has a different size, and the gateway resizes every query to the model's input,
 so forcing the original size would hide exactly the rescaling a detector has to cope with.
 
+``apply_edit`` is the graded counterpart: ONE edit of one kind at one strength (``GRADED_LEVELS``: crop/zoom,
+translation, flip, rotation, JPEG, blur, brightness, contrast, noise, sticker, caption, plus ``identity`` and the
+combined ``strong`` copy), seeded per (seed, item, level) by ``level_rng``, for the graded near-duplicate
+protocol of ``evaluation.near_duplicates``.
+
 Pillow + numpy only, so the generator runs anywhere the data sets load.
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 import io
 import math
 import string
+import zlib
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -244,3 +250,205 @@ def _jpeg_round_trip(img: Image.Image, quality: int) -> Image.Image:
     buffer.seek(0)
     with Image.open(buffer) as decoded:
         return decoded.convert("RGB")
+
+
+# --- Graded single edits ---------------------------------------------------------------------------------------
+#
+# ``make_copy`` draws a random mix of strong edits: good for a realistic "strong" copy set, useless for telling
+# extractors apart on 28x28 Fashion-MNIST (every one of them sits at the floor). A graded protocol applies ONE edit
+# at a time, at strengths from barely visible to severe, so each level separates the extractors somewhere
+# between "everyone finds it" and "nobody does" (Copydays grades JPEG quality and crop the same way).
+#
+# Strengths are given for a 28 px image and scale with the image where that makes sense, so the same level is
+# the same visual edit on a 640 px photo: a translation of k (pixels at 28 px) moves a W x H image by k W / 28
+# (or k H / 28) pixels, to the nearest half pixel; blur radii are in pixels at a 28 px short side; caption
+# heights and patch areas are fractions of the image. Noise sigma, JPEG quality and enhance factors need no scaling.
+
+GRADED_REFERENCE_SIDE = 28
+
+
+@dataclass(frozen=True)
+class EditLevel:
+    """One edit at one strength. ``name`` is stable (results, reports and headline.json are keyed by it)."""
+
+    kind: str
+    strength: float
+    name: str
+
+
+def _level(kind: str, strength: float) -> EditLevel:
+    return EditLevel(kind, float(strength), f"{kind}_{strength:g}")
+
+
+# Every graded kind with its strengths, weakest first. The strengths were picked on Fashion-MNIST (28 px, 70k
+# database, pixels and the femto ViTs) so that no level is at R@1 0 or 1 for every extractor at once (see
+# evaluation/near_duplicates.py); the comments say which stronger grades were dropped for sitting at the floor.
+GRADED_LEVELS: dict[str, list[EditLevel]] = {
+    "identity": [EditLevel("identity", 0.0, "identity")],  # no edit: the sanity check (R@1 must be 1.0)
+    # area kept; the gateway resizes the crop back (a zoom). At 28 px these are crops of 27, 26 and 25 px: one of
+    # 23 px (area 0.65) is already at R@1 <= 0.01 for every extractor.
+    "crop": [_level("crop", a) for a in (0.9, 0.85, 0.8)],
+    # k px at 28 px along one random axis, black fill; 0.5 is a sub-pixel (bilinear) shift. 4 px is at the floor.
+    "translate": [_level("translate", k) for k in (0.5, 1, 2, 3)],
+    "flip": [EditLevel("flip", 1.0, "flip")],  # horizontal mirror
+    # degrees, random sign, same size, black corners. 20 degrees is at the floor at 28 px.
+    "rotate": [_level("rotate", d) for d in (2.5, 5, 7.5, 10)],
+    "jpeg": [_level("jpeg", q) for q in (20, 10, 5, 2)],  # quality (50 is at the ceiling; below 2 nothing changes)
+    "blur": [_level("blur", r) for r in (0.5, 0.75, 1, 1.5)],  # Gaussian radius in px at a 28 px short side
+    "brightness": [_level("brightness", f) for f in (0.8, 0.6, 0.4)],  # ImageEnhance factor (darker)
+    "contrast": [_level("contrast", f) for f in (0.8, 0.6, 0.4)],  # ImageEnhance factor (flatter)
+    "noise": [_level("noise", s) for s in (16, 32, 64, 128)],  # Gaussian sigma in grey levels (0..255)
+    "patch": [_level("patch", a) for a in (0.05, 0.1, 0.2, 0.3)],  # opaque sticker, fraction of the image area
+    "text": [_level("text", h) for h in (0.2, 0.3, 0.4)],  # caption height, fraction of the short side
+    # make_copy with CopyConfig.strong(): several heavy edits at once, the old copy-detection task. At 28 px it is
+    # at the floor for every extractor: kept as the reference point it was, not as a grade.
+    "strong": [EditLevel("strong", 1.0, "strong")],
+}
+# The kinds that move pixels around (what a descriptor must be geometrically robust to).
+GEOMETRIC_KINDS = ("crop", "translate", "flip", "rotate")
+ALL_LEVELS: list[EditLevel] = [lvl for levels in GRADED_LEVELS.values() for lvl in levels]
+LEVELS_BY_NAME: dict[str, EditLevel] = {lvl.name: lvl for lvl in ALL_LEVELS}
+# A few levels of different kinds, for tests and smoke runs.
+QUICK_LEVEL_NAMES = ("identity", "crop_0.85", "translate_1", "flip", "rotate_5", "jpeg_10", "noise_32", "strong")
+
+
+def get_level(level: EditLevel | str) -> EditLevel:
+    if isinstance(level, EditLevel):
+        return level
+    if level not in LEVELS_BY_NAME:
+        raise KeyError(f"unknown edit level {level!r}; known: {', '.join(LEVELS_BY_NAME)}")
+    return LEVELS_BY_NAME[level]
+
+
+def geometric_level_names(levels: list[EditLevel] | None = None) -> list[str]:
+    """The names of the crop/zoom, translation, flip and rotation levels among ``levels`` (default: all)."""
+    return [lvl.name for lvl in (levels if levels is not None else ALL_LEVELS) if lvl.kind in GEOMETRIC_KINDS]
+
+
+def level_seed(base_seed: int, item_index: int, level: EditLevel | str) -> int:
+    """One seed per (seed, item, level): any single edited query can be regenerated on its own.
+
+    The level enters through the CRC-32 of its name (stable across runs and Python versions, unlike ``hash``)."""
+    name = get_level(level).name
+    return copy_seed(base_seed, item_index, zlib.crc32(name.encode()))
+
+
+def level_rng(base_seed: int, item_index: int, level: EditLevel | str) -> np.random.Generator:
+    return np.random.default_rng(level_seed(base_seed, item_index, level))
+
+
+def apply_edit(image: Image.Image, level: EditLevel | str, rng: np.random.Generator) -> Image.Image:
+    """``image`` after the one edit ``level`` (``strong``: ``make_copy`` with the strong preset).
+
+    The input is never modified. Grey (mode L) images stay grey, anything else becomes RGB (``strong`` always
+    returns RGB, as ``make_copy`` does). The output keeps the input's size except for ``crop`` (the cropped
+    region, which the gateway resizes back to the model input: a zoom) and ``strong``. Random choices (crop
+    position, rotation sign, shift direction, noise, patch and caption) come from ``rng``; pass
+    ``level_rng(seed, item_index, level)`` for a reproducible data set."""
+    level = get_level(level)
+    img = image.copy() if image.mode in ("L", "RGB") else image.convert("RGB")
+    kind, s = level.kind, level.strength
+    width, height = img.size
+    if kind == "identity":
+        return img
+    if kind == "crop":
+        return _graded_crop(img, s, rng)
+    if kind == "translate":
+        return _translate(img, s, rng)
+    if kind == "flip":
+        return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if kind == "rotate":
+        degrees = s if rng.random() < 0.5 else -s
+        return img.rotate(degrees, resample=Image.Resampling.BICUBIC, expand=False, fillcolor=_black(img))
+    if kind == "jpeg":
+        return _jpeg_keep_mode(img, int(s))
+    if kind == "blur":
+        return img.filter(ImageFilter.GaussianBlur(s * min(width, height) / GRADED_REFERENCE_SIDE))
+    if kind == "brightness":
+        return ImageEnhance.Brightness(img).enhance(s)
+    if kind == "contrast":
+        return ImageEnhance.Contrast(img).enhance(s)
+    if kind == "noise":
+        noisy = np.asarray(img, dtype=np.float64) + rng.normal(0.0, s, size=np.asarray(img).shape)
+        return Image.fromarray(np.clip(np.rint(noisy), 0, 255).astype(np.uint8))
+    if kind == "patch":
+        _draw_graded_patch(img, rng, s)
+        return img
+    if kind == "text":
+        _draw_caption(img, rng, s)
+        return img
+    if kind == "strong":
+        return make_copy(img, rng, CopyConfig.strong())[0]
+    raise ValueError(f"unknown edit kind {kind!r}")
+
+
+def _black(img: Image.Image) -> int | tuple[int, int, int]:
+    return 0 if img.mode == "L" else (0, 0, 0)
+
+
+def _graded_crop(img: Image.Image, area: float, rng: np.random.Generator) -> Image.Image:
+    """A crop keeping ``area`` of the image with the image's own aspect ratio, at a random place."""
+    if not 0 < area <= 1:
+        raise ValueError("crop area must lie in (0, 1]")
+    width, height = img.size
+    side = math.sqrt(area)
+    w, h = max(1, min(width, round(width * side))), max(1, min(height, round(height * side)))
+    x, y = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
+    return img.crop((x, y, x + w, y + h))
+
+
+def translation_offset(size: tuple[int, int], k: float, rng: np.random.Generator) -> tuple[float, float]:
+    """The (dx, dy) of a ``translate_k`` edit: k px at 28 px, scaled with the image and rounded to half a pixel,
+    along one random axis and direction (right, left, down or up)."""
+    width, height = size
+    direction = int(rng.integers(0, 4))
+    side, sign = (width, 1 if direction == 0 else -1) if direction < 2 else (height, 1 if direction == 2 else -1)
+    shift = sign * round(2 * k * side / GRADED_REFERENCE_SIDE) / 2
+    return (shift, 0.0) if direction < 2 else (0.0, shift)
+
+
+def _translate(img: Image.Image, k: float, rng: np.random.Generator) -> Image.Image:
+    """Shifts the content, keeping the size; what is uncovered becomes black (Fashion-MNIST's background). A
+    whole-pixel shift moves the pixels exactly; a half-pixel one resamples bilinearly."""
+    dx, dy = translation_offset(img.size, k, rng)
+    if dx == int(dx) and dy == int(dy):
+        out = Image.new(img.mode, img.size, _black(img))
+        out.paste(img, (int(dx), int(dy)))
+        return out
+    return img.transform(img.size, Image.Transform.AFFINE, (1, 0, -dx, 0, 1, -dy),
+                         resample=Image.Resampling.BILINEAR, fillcolor=_black(img))
+
+
+def _jpeg_keep_mode(img: Image.Image, quality: int) -> Image.Image:
+    buffer = io.BytesIO()
+    img.save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return decoded.convert(img.mode)
+
+
+def _draw_graded_patch(img: Image.Image, rng: np.random.Generator, area_fraction: float) -> None:
+    """An opaque rectangle of ``area_fraction`` of the image (aspect 1:2 to 2:1), random place and colour
+    (a random grey on a grey image), in place."""
+    area = area_fraction * img.width * img.height
+    ratio = math.exp(rng.uniform(math.log(1 / 2), math.log(2)))
+    w = min(img.width, max(1, round(math.sqrt(area * ratio))))
+    h = min(img.height, max(1, round(math.sqrt(area / ratio))))
+    x = int(rng.integers(0, img.width - w + 1))
+    y = int(rng.integers(0, img.height - h + 1))
+    colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
+    ImageDraw.Draw(img).rectangle((x, y, x + w - 1, y + h - 1), fill=colour[0] if img.mode == "L" else colour)
+
+
+def _draw_caption(img: Image.Image, rng: np.random.Generator, height_fraction: float) -> None:
+    """A random caption of a given height (fraction of the short side, at least 6 px), in place."""
+    text = "".join(rng.choice(list(_TEXT_ALPHABET), size=int(rng.integers(3, 8))))
+    height = max(_MIN_TEXT_HEIGHT, round(height_fraction * min(img.size)))
+    colour = (*(int(c) for c in rng.integers(0, 256, size=3)), int(rng.integers(200, 256)))
+    tile = _text_tile(text, height, colour)
+    x = int(rng.integers(0, max(1, img.width - tile.width // 2)))
+    y = int(rng.integers(0, max(1, img.height - tile.height + 1)))
+    if img.mode == "L":
+        img.paste(tile.convert("L"), (x, y), tile.getchannel("A"))
+    else:
+        img.paste(tile, (x, y), tile)

@@ -6,7 +6,25 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from extractors.copies import TRANSFORM_KINDS, CopyConfig, copy_seed, make_copies, make_copy
+from extractors.copies import (
+    ALL_LEVELS,
+    GEOMETRIC_KINDS,
+    GRADED_LEVELS,
+    LEVELS_BY_NAME,
+    QUICK_LEVEL_NAMES,
+    TRANSFORM_KINDS,
+    CopyConfig,
+    EditLevel,
+    apply_edit,
+    copy_seed,
+    geometric_level_names,
+    get_level,
+    level_rng,
+    level_seed,
+    make_copies,
+    make_copy,
+    translation_offset,
+)
 from extractors.datasets import load_fashion_mnist
 from extractors.datasets.image_folder import read_rgb
 from extractors.datasets.photos import photo_paths
@@ -192,3 +210,176 @@ def test_presets_differ_in_strength():
     assert mild.crop_scale[0] > strong.crop_scale[0]
     assert mild.max_rotation < strong.max_rotation
     assert mild.jpeg_quality[0] > strong.jpeg_quality[1]
+
+
+# --- graded single edits (apply_edit) ---------------------------------------------------------------------------
+
+def _noise_image(size=(28, 28), mode="L", seed=0) -> Image.Image:
+    shape = (size[1], size[0]) if mode == "L" else (size[1], size[0], 3)
+    return Image.fromarray(np.random.default_rng(seed).integers(1, 256, size=shape, dtype=np.uint8))
+
+
+def test_levels_have_stable_unique_names():
+    names = [lvl.name for lvl in ALL_LEVELS]
+    assert len(names) == len(set(names)) == len(LEVELS_BY_NAME)
+    for expected in ("identity", "crop_0.85", "translate_0.5", "translate_2", "flip", "rotate_10", "jpeg_10", "blur_1",
+                     "noise_32", "patch_0.2", "text_0.2", "strong"):
+        assert expected in LEVELS_BY_NAME
+    assert LEVELS_BY_NAME["crop_0.85"] == EditLevel("crop", 0.85, "crop_0.85")
+    assert all(lvl.kind == kind for kind, levels in GRADED_LEVELS.items() for lvl in levels)
+    assert set(QUICK_LEVEL_NAMES) <= set(names)
+    geometric = geometric_level_names()
+    assert "flip" in geometric and "rotate_10" in geometric and "jpeg_10" not in geometric
+    assert {LEVELS_BY_NAME[n].kind for n in geometric} == set(GEOMETRIC_KINDS)
+    assert get_level("flip") is LEVELS_BY_NAME["flip"]
+    with pytest.raises(KeyError):
+        get_level("crop_0.123")
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_identity_returns_the_same_pixels_in_a_new_image(mode):
+    image = _noise_image(mode=mode)
+    out = apply_edit(image, "identity", level_rng(0, 0, "identity"))
+    assert out is not image and out.mode == mode
+    assert np.array_equal(np.asarray(out), np.asarray(image))
+
+
+def test_identity_of_fashion_mnist_is_exact(fmnist_image):
+    assert np.array_equal(np.asarray(apply_edit(fmnist_image, "identity", np.random.default_rng(0))),
+                          np.asarray(fmnist_image))
+
+
+def test_flip_is_exactly_a_mirror():
+    image = _noise_image(size=(28, 20))
+    out = np.asarray(apply_edit(image, "flip", np.random.default_rng(0)))
+    assert np.array_equal(out, np.asarray(image)[:, ::-1])
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_translation_by_k_moves_pixels_by_k_and_fills_black(k):
+    image = _noise_image()
+    a = np.asarray(image)
+    for item in range(8):
+        level = get_level(f"translate_{k}")
+        dx, dy = translation_offset(image.size, k, level_rng(3, item, level))
+        assert sorted((abs(dx), abs(dy))) == [0, k]  # k pixels along one axis at 28 px
+        dx, dy = int(dx), int(dy)
+        out = np.asarray(apply_edit(image, level, level_rng(3, item, level)))
+        expected = np.zeros_like(a)
+        h, w = a.shape
+        expected[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+            a[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+        assert np.array_equal(out, expected), (k, dx, dy)
+        assert int((out == 0).sum()) == k * 28  # the uncovered band is black (the input has no zeros)
+
+
+def test_half_pixel_translation_averages_neighbours():
+    image = _noise_image()
+    a = np.asarray(image, dtype=np.float64)
+    for item in range(8):
+        dx, dy = translation_offset(image.size, 0.5, level_rng(0, item, "translate_0.5"))
+        assert sorted((abs(dx), abs(dy))) == [0, 0.5]
+        out = np.asarray(apply_edit(image, "translate_0.5", level_rng(0, item, "translate_0.5")), dtype=np.float64)
+        b = a if dx else a.T  # work along the shifted axis as columns
+        o = out if dx else out.T
+        sign = np.sign(dx or dy)
+        inner = (b[:, :-1] + b[:, 1:]) / 2  # halfway between neighbours
+        got = o[:, 1:] if sign > 0 else o[:, :-1]
+        assert np.abs(got - inner).max() <= 1.0, (item, dx, dy)
+
+
+def test_translation_scales_with_the_image():
+    dx, dy = translation_offset((560, 280), 2, np.random.default_rng(0))
+    assert (abs(dx), abs(dy)) in {(40, 0), (0, 20)}  # 2/28 of each side
+
+
+@pytest.mark.parametrize("area", [0.9, 0.85, 0.8, 0.5])
+def test_crop_keeps_the_area_fraction_and_is_a_window_of_the_original(area):
+    image = _noise_image()
+    level = EditLevel("crop", area, f"crop_{area:g}")
+    out = np.asarray(apply_edit(image, level, level_rng(0, 5, level)))
+    side = round(28 * area ** 0.5)
+    assert out.shape == (side, side)
+    a = np.asarray(image)
+    windows = [(y, x) for y in range(29 - side) for x in range(29 - side)
+               if np.array_equal(a[y:y + side, x:x + side], out)]
+    assert len(windows) == 1
+
+
+def test_rotation_keeps_the_size_and_is_a_signed_rotation():
+    image = _noise_image()
+    for item in range(4):
+        out = apply_edit(image, "rotate_10", level_rng(0, item, "rotate_10"))
+        assert out.size == image.size and out.mode == "L"
+        candidates = [image.rotate(d, resample=Image.Resampling.BICUBIC, fillcolor=0).tobytes() for d in (10, -10)]
+        assert out.tobytes() in candidates
+
+
+def test_brightness_scales_pixels():
+    image = _noise_image()
+    out = np.asarray(apply_edit(image, "brightness_0.6", np.random.default_rng(0)), dtype=np.float64)
+    assert np.abs(out - 0.6 * np.asarray(image, dtype=np.float64)).max() <= 1.0
+
+
+def test_noise_sigma_is_the_requested_one():
+    image = Image.new("L", (200, 200), 128)  # mid-grey: no clipping at 0 or 255
+    diff = np.asarray(apply_edit(image, "noise_16", level_rng(0, 0, "noise_16")), dtype=np.float64) - 128
+    assert abs(diff.mean()) < 0.5 and abs(diff.std() - 16) < 0.5
+
+
+@pytest.mark.parametrize("area", [0.05, 0.1, 0.2, 0.3])
+def test_patch_covers_the_requested_area(area):
+    image = _noise_image(size=(200, 200))
+    for item in range(3):
+        out = np.asarray(apply_edit(image, f"patch_{area:g}", level_rng(0, item, f"patch_{area:g}")))
+        changed = out != np.asarray(image)
+        rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))
+        box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1) / changed.size
+        assert abs(box - area) < 0.01, (area, box)
+        assert changed.mean() <= box + 1e-9
+
+
+def test_stronger_levels_change_more_pixels(fmnist_image):
+    """Within a kind, a stronger level moves the image further from the original (RMS, over a few items)."""
+    a = np.asarray(fmnist_image, dtype=np.float64)
+    for kind in ("jpeg", "blur", "noise", "brightness", "contrast"):
+        errors = []
+        for lvl in GRADED_LEVELS[kind]:
+            errors.append(np.mean([np.sqrt(((np.asarray(apply_edit(fmnist_image, lvl, level_rng(0, i, lvl)),
+                                                        dtype=np.float64) - a) ** 2).mean()) for i in range(4)]))
+        assert errors == sorted(errors) and errors[0] > 0, (kind, errors)
+
+
+def test_strong_is_make_copy_with_the_strong_preset(fmnist_image):
+    out = apply_edit(fmnist_image, "strong", level_rng(0, 3, "strong"))
+    copy, _ = make_copy(fmnist_image, level_rng(0, 3, "strong"), CopyConfig.strong())
+    assert (out.size, out.tobytes()) == (copy.size, copy.tobytes())
+
+
+def test_seeded_levels_are_reproducible_and_depend_on_item_and_level(fmnist_image, photo):
+    for image in (fmnist_image.convert("L"), photo):
+        for lvl in ALL_LEVELS:
+            first = apply_edit(image, lvl, level_rng(7, 11, lvl))
+            again = apply_edit(image, lvl, level_rng(7, 11, lvl))
+            assert (first.size, first.mode, first.tobytes()) == (again.size, again.mode, again.tobytes()), lvl
+            assert first.mode == ("RGB" if lvl.kind == "strong" else image.mode)
+    noisy = [apply_edit(fmnist_image, "noise_32", level_rng(0, item, "noise_32")).tobytes() for item in range(3)]
+    assert len(set(noisy)) == 3
+    assert len({level_seed(0, 0, lvl) for lvl in ALL_LEVELS}) == len(ALL_LEVELS)
+    assert level_seed(0, 0, "flip") == level_seed(0, 0, LEVELS_BY_NAME["flip"])
+
+
+def test_every_level_works_on_tiny_and_odd_images():
+    for size in ((1, 1), (3, 2), (5, 40)):
+        for mode in ("L", "RGB", "RGBA"):
+            image = Image.new(mode, size, 90 if mode == "L" else (90, 90, 90, 255)[:len(mode)])
+            for lvl in ALL_LEVELS:
+                out = apply_edit(image, lvl, level_rng(0, 0, lvl))
+                assert out.width >= 1 and out.height >= 1 and out.mode in ("L", "RGB")
+
+
+def test_apply_edit_does_not_modify_its_input(photo):
+    before = photo.tobytes()
+    for lvl in ALL_LEVELS:
+        apply_edit(photo, lvl, level_rng(0, 0, lvl))
+    assert photo.tobytes() == before
