@@ -308,8 +308,11 @@ def eval_cmd(
     merge: bool = typer.Option(False, help="re-measure only --extractor and merge into OUT/results.json"),
     serving_check: bool = typer.Option(False, help="also measure one extractor through the running stack "
                                                    "(gateway -> Triton -> Milvus) against exact search"),
+    representations: bool = typer.Option(True, help="also the graded near-duplicates, semantic bias, label "
+                                                     "efficiency, digits transfer and attention (headline.json)"),
 ) -> None:
-    """The comparison: class retrieval and copy detection for every extractor, then the report."""
+    """The comparison: class retrieval and copy detection for every extractor, the representations
+    measurements and headline.json, then the reports."""
     import torch
 
     from evaluation.protocol import run_protocol
@@ -327,6 +330,14 @@ def eval_cmd(
         from clients.serving_check import run as run_serving_check
 
         run_serving_check(out=out / "serving_check.json")
+    if representations:
+        from evaluation.representations import run as run_representations
+
+        # --report-only re-renders from the saved measurements (only=[]: measure nothing that is on disk)
+        headline = run_representations(out, quick=quick, only=[] if report_only else None)
+        for t in headline["targets"]:
+            mark = {True: "[green]met[/]", False: "[red]missed[/]", None: "[yellow]not measured[/]"}[t["met"]]
+            console.print(f"{mark} {t['target']}: {t.get('measured')} vs {t.get('threshold')}")
     if report or report_only:
         console.print(f"report written to [cyan]{write_report(out)}[/] (and report.html, figures/, explain/)")
 

@@ -287,6 +287,9 @@ def write_report(out_dir: Path = DEFAULT_OUT, explain_images: bool = True, tsne:
           f"torch {meta['torch']}, {meta['torch_threads']} CPU thread(s); total {meta.get('wall_s', '?')} s). "
           "Exact cosine search (brute force) over L2-normalised embeddings. Numbers come from `results.json`; "
           "the sentences below are generated from them.")
+    if (Path(out_dir) / "representations.md").exists():
+        doc.p("Graded near-duplicates, the semantic-bias experiment, label efficiency, transfer to digits and "
+              "attention on the object: [representations.md](representations.md) (and `headline.json`).")
 
     doc.h(2, "Extractors")
     rows = []

@@ -1,0 +1,118 @@
+"""Label efficiency: with 1, 10 or 100 labelled images per class, frozen DINO features vs a network trained on them.
+
+For each n: the labelled images are exactly ``extractors.training.labelled_subset(train_labels, n, seed=0)`` (the
+indices the ``supervised_labels{n}`` presets trained on: 10 n images). Queries = the 10k test images.
+
+- ``dino_features``: weighted k-NN (DINO's protocol, T = 0.07, k = min(20, 10 n)) on the frozen DINO extractor's
+  embeddings, database = the 10 n labelled images with their labels. DINO itself saw the 60k images, unlabelled.
+- ``trained_on_these_labels``: the same k-NN, same database and queries, on the embeddings of
+  ``supervised_labels{n}_vit_femto_p7_fmnist`` (the same ViT trained with cross-entropy on those 10 n labels only).
+- ``trained_classifier``: that network's own classification head on the test set.
+- ``pixels``: the same k-NN on raw pixels (the floor), unless ``references`` says otherwise.
+
+A model whose weights are not there yet is reported as ``{"skipped": why}`` in place of its accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from evaluation.protocol import Embedder, to_square_uint8
+from evaluation.semantic_bias import knn, load_data, weights_info, weights_missing
+from extractors.datasets import FASHION_MNIST_CLASSES
+from extractors.registry import PIXELS, get_spec, load_network
+from extractors.training import labelled_subset
+
+NS = (1, 10, 100)
+SEED = 0  # the presets' seed: the same labelled images the few-label networks trained on
+FEATURES = "dino_vit_femto_p7_fmnist"
+TRAINED = "supervised_labels{n}_vit_femto_p7_fmnist"
+QUICK_QUERIES = 1000
+
+
+def labelled_database(train_labels: np.ndarray, n: int, seed: int = SEED) -> np.ndarray:
+    """The indices of the labelled images for ``n`` per class (what the few-label runs trained on)."""
+    return labelled_subset(np.asarray(train_labels), n, seed)
+
+
+@torch.no_grad()
+def classifier_accuracy(name: str, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000) -> float | None:
+    """Test accuracy of network ``name``'s own classification head (None when it has no 10-way head)."""
+    spec = get_spec(name)
+    net = load_network(name)
+    head = getattr(net, "head", None)
+    if not isinstance(head, nn.Linear) or head.out_features != len(FASHION_MNIST_CLASSES):
+        return None
+    mean, std = torch.tensor(spec.mean).view(1, -1, 1, 1), torch.tensor(spec.std).view(1, -1, 1, 1)
+    preds = []
+    for i in range(0, len(images), batch_size):
+        x = (to_square_uint8(images[i:i + batch_size], spec.input_size).float() - mean) / std
+        preds.append(net(x).argmax(1))
+    return float((torch.cat(preds).numpy() == np.asarray(labels)).mean())
+
+
+def label_efficiency(quick: bool = False, ns=NS, features: str = FEATURES, trained: str = TRAINED,
+                     references: tuple[str, ...] = (PIXELS,), data: dict | None = None) -> dict:
+    """``{"1": {"dino_features", "trained_on_these_labels", "trained_classifier", "pixels", "n_db", "k",
+    "n_queries", "trained_model"}, "10": {...}, "100": {...}}``. ``features`` is the frozen extractor (DINO),
+    ``trained`` the name template of the networks trained on the n-per-class labels (``{n}`` is filled in).
+    ``quick``: the first 1,000 test images as queries."""
+    data = load_data(data)
+    train, test = data["train"], data["test"]
+    q_idx = np.arange(QUICK_QUERIES if quick else len(test))
+    q_images, q_y = test.images[q_idx], test.labels[q_idx]
+    query_cache: dict[str, tuple[Embedder, torch.Tensor]] = {}
+
+    def knn_with(name: str, db_idx: np.ndarray) -> float | dict:
+        note = weights_missing(name)
+        if note:
+            return {"skipped": note}
+        if name not in query_cache:
+            emb = Embedder(name)
+            query_cache[name] = (emb, emb.embed(q_images))
+        emb, qs = query_cache[name]
+        return knn(emb.embed(train.images[db_idx]), train.labels[db_idx], qs, q_y)
+
+    out: dict = {}
+    for n in ns:
+        t0 = time.perf_counter()
+        db_idx = labelled_database(train.labels, n)
+        trained_name = trained.format(n=n)
+        row: dict = {"n_db": len(db_idx), "k": min(20, len(db_idx)), "n_queries": len(q_idx),
+                     "dino_features": knn_with(features, db_idx),
+                     "trained_on_these_labels": knn_with(trained_name, db_idx)}
+        if not weights_missing(trained_name):
+            row["trained_classifier"] = classifier_accuracy(trained_name, q_images, q_y)
+            row["trained_model"] = {"name": trained_name, **weights_info(trained_name)}
+        for ref in references:
+            row[ref] = knn_with(ref, db_idx)
+        row["features"] = features
+        row["wall_s"] = round(time.perf_counter() - t0, 1)
+        out[str(n)] = row
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    text = json.dumps(label_efficiency(quick=a.quick), indent=1)
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Semantic bias: do label-trained features forget what the labels do not ask for?
+
+Fine k-NN: DINO's weighted 20-NN (``extractors.knn``, T = 0.07) of the 10 Fashion-MNIST classes, database = the
+60k training images, queries = the 10k test images. Within-group k-NN: the same, restricted to one coarse group
+(``COARSE_GROUPS``) on both sides, with the fine classes as labels: "tops" (T-shirt, pullover, coat, shirt) and
+"footwear" (sandal, sneaker, ankle boot). A network trained on the coarse groups only (``supervised_coarse``) was
+never asked to tell a pullover from a coat; the within-group score measures whether its features still can
+(neural collapse says they should not; "Are Neurons Actually Collapsed?" says the gap may be small).
+A "coarse_knn20" (the 5 groups as labels) is reported too: what the coarse network was trained for.
+
+Also the home of the helpers the other measurements of this family share (``weights_missing``, ``knn``,
+``embed_fmnist``): ``label_efficiency``, ``transfer`` and ``attention_on_object`` import them from here.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from evaluation.protocol import Embedder
+from extractors.datasets import COARSE_GROUPS, COARSE_OF_CLASS, load_fashion_mnist
+from extractors.knn import knn_accuracy
+from extractors.registry import PIXELS, get_spec
+
+DEFAULT_EXTRACTORS = [PIXELS, "dino_vit_femto_p7_fmnist", "supervised_vit_femto_p7_fmnist",
+                      "supervised_coarse_vit_femto_p7_fmnist", "random_vit_femto_p7_fmnist"]
+GROUPS = ("tops", "footwear")
+K = 20
+QUICK_DB, QUICK_QUERIES = 3000, 600  # first training / test images in quick mode
+
+
+# ---- shared helpers ---------------------------------------------------------------------------------------------
+
+def weights_missing(name: str) -> str | None:
+    """Why extractor ``name`` cannot be measured now (its weights file is not there yet), or None if it can."""
+    spec = get_spec(name)
+    try:
+        path = spec.weights()
+    except Exception as e:  # e.g. the package that holds EfficientNet's weights is not installed
+        return f"weights unavailable: {type(e).__name__}: {e}"
+    if path is not None and not Path(path).exists():
+        return f"weights not found at {path} (not trained yet?): skipped"
+    return None
+
+
+def weights_info(name: str) -> dict:
+    """Which weights a number was measured with: path, modification time and, for our checkpoints, the last epoch
+    of the training log beside them (weights still being trained change between runs)."""
+    path = get_spec(name).weights()
+    if path is None:
+        return {"weights": None}
+    path = Path(path)
+    info: dict = {"weights": str(path), "modified": time.strftime("%Y-%m-%dT%H:%M:%S",
+                                                                  time.localtime(path.stat().st_mtime))}
+    log = path.parent / "log.jsonl"
+    if log.exists():
+        epochs = [json.loads(line).get("epoch") for line in log.read_text().splitlines() if line.strip()]
+        epochs = [e for e in epochs if isinstance(e, int | float)]
+        if epochs:
+            info["log_last_epoch"] = max(epochs)
+    return info
+
+
+def knn(db_feats, db_labels, q_feats, q_labels, k: int = K) -> float:
+    """Weighted k-NN accuracy (DINO's protocol), with ``k`` capped at the database size. Unit-norm features."""
+    k = min(k, len(db_feats))
+    return knn_accuracy(db_feats, db_labels, q_feats, q_labels, k=k)
+
+
+def embed_fmnist(name: str, train_idx: np.ndarray, test_idx: np.ndarray, data: dict) -> tuple[torch.Tensor, ...]:
+    """Unit-norm embeddings of the chosen Fashion-MNIST train and test images (the gateway's resize)."""
+    emb = Embedder(name)
+    return emb.embed(data["train"].images[train_idx]), emb.embed(data["test"].images[test_idx])
+
+
+def load_data(data: dict | None = None) -> dict:
+    data = data if data is not None else {}
+    if "train" not in data:
+        data["train"], data["test"] = load_fashion_mnist("train"), load_fashion_mnist("test")
+    return data
+
+
+# ---- the measurement --------------------------------------------------------------------------------------------
+
+def group_subset(labels: np.ndarray, group: str) -> np.ndarray:
+    """Positions of ``labels`` that belong to the classes of coarse group ``group``."""
+    return np.flatnonzero(np.isin(np.asarray(labels), COARSE_GROUPS[group]))
+
+
+def within_group_knn(db_feats, db_labels, q_feats, q_labels, groups=GROUPS, k: int = K) -> dict:
+    """Fine-class weighted k-NN inside each group (database and queries both restricted to the group), and the
+    mean over the groups."""
+    db_labels, q_labels = np.asarray(db_labels), np.asarray(q_labels)
+    out = {}
+    for g in groups:
+        d, q = group_subset(db_labels, g), group_subset(q_labels, g)
+        out[g] = knn(db_feats[d], db_labels[d], q_feats[q], q_labels[q], k)
+    out["mean"] = float(np.mean([out[g] for g in groups]))
+    return out
+
+
+def semantic_bias(extractors: list[str] | None = None, quick: bool = False, k: int = K,
+                  data: dict | None = None) -> dict:
+    """``{name: {"knn20", "coarse_knn20", "within_group_knn20": {"tops", "footwear", "mean"}, "n_db",
+    "n_queries", "wall_s", ...}}``; an extractor whose weights are not there yet gets ``{"skipped": why}``.
+    ``quick``: the first 3,000 training images and 600 test images."""
+    data = load_data(data)
+    train, test = data["train"], data["test"]
+    db_idx = np.arange(QUICK_DB if quick else len(train))
+    q_idx = np.arange(QUICK_QUERIES if quick else len(test))
+    db_y, q_y = train.labels[db_idx], test.labels[q_idx]
+    out: dict = {}
+    for name in extractors or DEFAULT_EXTRACTORS:
+        note = weights_missing(name)
+        if note:
+            out[name] = {"skipped": note}
+            continue
+        t0 = time.perf_counter()
+        db, qs = embed_fmnist(name, db_idx, q_idx, data)
+        out[name] = {
+            "knn20": knn(db, db_y, qs, q_y, k),
+            "coarse_knn20": knn(db, COARSE_OF_CLASS[db_y], qs, COARSE_OF_CLASS[q_y], k),
+            "within_group_knn20": within_group_knn(db, db_y, qs, q_y, k=k),
+            "n_db": len(db_idx), "n_queries": len(q_idx), **weights_info(name),
+            "wall_s": round(time.perf_counter() - t0, 1),
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--extractor", action="append")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    res = semantic_bias(a.extractor, quick=a.quick)
+    text = json.dumps(res, indent=1)
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Transfer to a data set nobody trained on: scikit-learn's 1,797 real 8x8 handwritten digits.
+
+The digits (values 0..16, white strokes on black, like Fashion-MNIST's garments) are scaled to uint8 0..255
+(``x * 255 / 16``) and reach every extractor through the gateway's resize (``extractors.imaging``: bilinear,
+grey replicated to RGB): 8 -> 28 px for the femto ViTs and the pixel floor, 8 -> 224 px for EfficientNet.
+One fixed stratified half/half split (``train_test_split(test_size=0.5, stratify=y, random_state=0)``): the
+first half is the k-NN database, the second the queries; the score is DINO's weighted 20-NN accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from evaluation.protocol import Embedder
+from evaluation.semantic_bias import knn, weights_missing
+from extractors.registry import PIXELS
+
+DEFAULT_EXTRACTORS = [PIXELS, "random_vit_femto_p7_fmnist", "dino_vit_femto_p7_fmnist",
+                      "supervised_vit_femto_p7_fmnist", "supervised_coarse_vit_femto_p7_fmnist",
+                      "efficientnet_lite0_imagenet"]
+SPLIT_SEED = 0
+QUICK_PER_SIDE = 300  # quick mode: the first 300 database and 300 query digits of the fixed split
+
+
+def digits_uint8() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as uint8 [1797, 8, 8] (0..16 -> 0..255) and their labels."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return to_uint8(d.images), d.target.astype(np.int64)
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Digit intensities 0..16 -> uint8 0..255 (``x * 255 / 16``, rounded)."""
+    return np.clip(np.rint(np.asarray(images, dtype=np.float64) * 255.0 / 16.0), 0, 255).astype(np.uint8)
+
+
+def digits_split(labels: np.ndarray, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed stratified half/half split: (database indices, query indices)."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    db, q = train_test_split(idx, test_size=0.5, stratify=labels, random_state=seed)
+    return np.asarray(db), np.asarray(q)
+
+
+def transfer_digits(extractors: list[str] | None = None, quick: bool = False) -> dict:
+    """``{name: 20-NN accuracy}`` on the digits split (``{"skipped": why}`` for missing weights), plus
+    ``"_meta"``: the split sizes and each extractor's wall time."""
+    images, labels = digits_uint8()
+    db_idx, q_idx = digits_split(labels)
+    if quick:
+        db_idx, q_idx = db_idx[:QUICK_PER_SIDE], q_idx[:QUICK_PER_SIDE]
+    out: dict = {}
+    meta: dict = {"n_db": len(db_idx), "n_queries": len(q_idx), "split_seed": SPLIT_SEED, "wall_s": {}}
+    for name in extractors or DEFAULT_EXTRACTORS:
+        note = weights_missing(name)
+        if note:
+            out[name] = {"skipped": note}
+            continue
+        t0 = time.perf_counter()
+        emb = Embedder(name)
+        out[name] = knn(emb.embed(images[db_idx]), labels[db_idx], emb.embed(images[q_idx]), labels[q_idx])
+        meta["wall_s"][name] = round(time.perf_counter() - t0, 1)
+    out["_meta"] = meta
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--extractor", action="append")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    text = json.dumps(transfer_digits(a.extractor, quick=a.quick), indent=1)
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

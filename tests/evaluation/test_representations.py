@@ -1,0 +1,40 @@
+"""The representations measurements end to end in quick mode: every JSON, headline.json in the issue's shape
+(checked by evaluation.headline.check_shape) and the report, from the committed checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from evaluation import representations
+from evaluation.headline import ROLES
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("representations")
+    return out, representations.run(out, quick=True)
+
+
+def test_every_measurement_and_the_headline_are_written(quick_run):
+    out, headline = quick_run
+    for name in representations.MEASUREMENTS:
+        assert json.loads((out / f"{name}.json").read_text())
+    saved = json.loads((out / "headline.json").read_text())
+    assert saved == json.loads(json.dumps(headline))
+    assert saved["roles"] == ROLES
+    assert saved["near_duplicates"]["identity"][ROLES["pixels"]] == 1.0  # the sanity level
+    assert set(saved["geometric_levels"]) <= set(saved["near_duplicates"])
+    assert set(saved["label_efficiency_knn20"]) <= {"1", "10", "100"}
+    assert all(t["met"] in (True, False, None) for t in saved["targets"])
+
+
+def test_the_report_reads_the_numbers(quick_run):
+    out, headline = quick_run
+    text = (out / "representations.md").read_text()
+    assert "## Reading" in text and "Graded near-duplicates" in text
+    first = headline["targets"][0]
+    if first["met"] is not None:
+        assert f"measured {first['measured']:.3f}" in text
+    assert (out / "figures" / "attention_on_object.png").stat().st_size > 1000

@@ -1,0 +1,82 @@
+"""Semantic bias: the within-group subsetting and k-NN by hand, then the measurement in quick mode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from evaluation.semantic_bias import group_subset, knn, semantic_bias, weights_missing, within_group_knn
+from extractors.datasets import COARSE_GROUPS
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small batches: one thread is as fast as two and does not fight other jobs for the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_group_subset_picks_exactly_the_groups_classes():
+    labels = np.arange(10).repeat(3)
+    for group, members in COARSE_GROUPS.items():
+        idx = group_subset(labels, group)
+        assert sorted(set(labels[idx].tolist())) == members
+        assert len(idx) == 3 * len(members)
+    assert group_subset(np.array([0, 1, 2, 5, 7, 9, 8]), "footwear").tolist() == [3, 4, 5]
+
+
+def _features(points):
+    return F.normalize(torch.tensor(points, dtype=torch.float32), dim=1)
+
+
+def test_knn_caps_k_and_votes_by_hand():
+    db = _features([[1, 0], [0.9, 0.1], [0, 1]])
+    q = _features([[1, 0.05], [0.05, 1]])
+    assert knn(db, [0, 0, 1], q, [0, 1], k=20) == 1.0  # k = 20 > 3 database rows: capped, no error
+    assert knn(db, [0, 0, 1], q, [1, 0], k=1) == 0.0
+
+
+def test_within_group_knn_ignores_other_groups():
+    # tops classes 0 and 2 and footwear classes 5 and 7 at four directions; a trouser (1) sits right on top of
+    # each query but must not vote inside a group.
+    dirs = {0: [1, 0, 0, 0], 2: [0, 1, 0, 0], 5: [0, 0, 1, 0], 7: [0, 0, 0, 1]}
+    db_y = [0, 2, 5, 7, 1, 1, 1, 1]
+    db = _features([dirs[0], dirs[2], dirs[5], dirs[7], dirs[0], dirs[2], dirs[5], dirs[7]])
+    q_y = [0, 2, 5, 7, 1]
+    q = _features([dirs[0], dirs[2], dirs[5], dirs[7], dirs[0]])
+    out = within_group_knn(db, db_y, q, q_y, k=1)
+    assert out == {"tops": 1.0, "footwear": 1.0, "mean": 1.0}
+    # unrestricted, the T-shirt query and the trouser query are the same point: one of them must be wrong
+    assert knn(db, db_y, q, q_y, k=1) < 1.0
+
+
+def test_missing_weights_are_a_note_not_an_error(tmp_path, monkeypatch):
+    assert weights_missing("pixels") is None and weights_missing("random_vit_femto_p7_fmnist") is None
+    from extractors import registry
+
+    spec = registry.get_spec("supervised_vit_femto_p7_fmnist")
+    fake = registry.ExtractorSpec(**{**spec.__dict__, "name": "fake_vit", "weights": lambda: tmp_path / "no.pth"})
+    monkeypatch.setitem(registry.REGISTRY, "fake_vit", fake)
+    assert "not found" in weights_missing("fake_vit")
+    res = semantic_bias(["fake_vit"], quick=True)
+    assert "skipped" in res["fake_vit"]
+
+
+def test_semantic_bias_quick():
+    data: dict = {}
+    res = semantic_bias(["pixels", "random_vit_femto_p7_fmnist"], quick=True, data=data)
+    for name in ("pixels", "random_vit_femto_p7_fmnist"):
+        r = res[name]
+        assert (r["n_db"], r["n_queries"]) == (3000, 600)
+        for v in (r["knn20"], r["coarse_knn20"], *r["within_group_knn20"].values()):
+            assert 0.0 <= v <= 1.0
+        w = r["within_group_knn20"]
+        assert abs(w["mean"] - (w["tops"] + w["footwear"]) / 2) < 1e-9
+        assert w["tops"] > 0.25 and w["footwear"] > 1 / 3  # better than chance inside the group
+    assert res["pixels"]["knn20"] > 0.7  # the raw-pixel floor on Fashion-MNIST (~0.78 on 3k/600)
+    again = semantic_bias(["pixels"], quick=True, data=data)["pixels"]
+    assert {**again, "wall_s": 0} == {**res["pixels"], "wall_s": 0}  # deterministic
