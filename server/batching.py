@@ -46,6 +46,8 @@ class Coalescer(Generic[K, T, R]):
         futures = [loop.create_future() for _ in items]
         self._pending.setdefault(key, []).extend(zip(items, futures, strict=True))
         self._start(key)
+        if len(futures) == 1:  # one Search: no gathering future between it and its result
+            return [await futures[0]]
         return list(await asyncio.gather(*futures))
 
     def _start(self, key: K) -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -30,6 +31,7 @@ from visualsearch.v1 import search_pb2 as pb
 from visualsearch.v1 import search_pb2_grpc
 
 log = logging.getLogger("vsearch.gateway")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         start = time.perf_counter()
         plans = [await self._plan(r) for r in requests]
         timings = [Timings() for _ in plans]
-        queries = await asyncio.gather(*[self._query(p, t) for p, t in zip(plans, timings, strict=True)])
+        queries = await _all([self._query(p, t) for p, t in zip(plans, timings, strict=True)])
         for model in {p.model.name: p.model for p in plans}.values():
             await self._ensure_collection(model)
         groups: dict[BatchKey, list[int]] = {}
@@ -184,7 +186,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             for i, result in zip(idx, out, strict=True):
                 results[i], waited[i] = result, done
 
-        await asyncio.gather(*[submit(key, idx) for key, idx in groups.items()])
+        await _all([submit(key, idx) for key, idx in groups.items()])
         return [self._response(p, q, r, t, w, start)
                 for p, q, r, t, w in zip(plans, queries, results, timings, waited, strict=True)]
 
@@ -370,3 +372,11 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
 def _pixels(x: Query | PreparedItem) -> np.ndarray:
     assert x.pixels is not None
     return x.pixels
+
+
+async def _all(coroutines: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """``asyncio.gather``, but a lone coroutine (every Search) is awaited in place: a task per stage would queue
+    each request behind the loop's other callbacks (measured: 1.8 ms of p50 overhead at 16 callers)."""
+    if len(coroutines) == 1:
+        return [await coroutines[0]]
+    return list(await asyncio.gather(*coroutines))
