@@ -11,6 +11,7 @@ from PIL import Image
 from rich.table import Table
 
 from clients.sdk import SearchResult
+from evaluation.figures import save_figure
 
 
 @functools.lru_cache(maxsize=1)
@@ -76,12 +77,7 @@ def save_grid(query, result: SearchResult, path: Path, image_root: Path | None =
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_html(sections: list[tuple[str, list[tuple[str, Path]]]], path: Path, intro: str = "") -> Path:

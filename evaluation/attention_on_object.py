@@ -22,7 +22,6 @@ garment mask for a few of them.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 from evaluation.explain import attention_mass_mask
+from evaluation.figures import save_figure
 from evaluation.protocol import to_square_uint8
 from evaluation.semantic_bias import load_data, weights_info, weights_missing
 from extractors.registry import get_spec, load_extractor
@@ -205,34 +205,4 @@ def save_attention_grid(path: Path, extractors: list[str] | None = None, n: int 
         axes[r, -1].set_title("fg (grey), garment patches (blue)", fontsize=6)
     for ax in axes.ravel():
         ax.axis("off")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--extractor", action="append")
-    p.add_argument("--n-images", type=int, default=1000)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", type=Path)
-    p.add_argument("--png", type=Path)
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    text = json.dumps(attention_on_object(a.extractor, a.n_images, quick=a.quick), indent=1)
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(text)
-    if a.png:
-        save_attention_grid(a.png, a.extractor[:2] if a.extractor else None)
-    print(text)
-
-
-if __name__ == "__main__":
-    main()
+    return save_figure(fig, path)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from evaluation.figures import save_figure
 from extractors.datasets import FASHION_MNIST_CLASSES
 from extractors.imaging import array_to_model_input, to_model_input
 from extractors.registry import ExtractorSpec, get_spec, load_extractor, load_network
@@ -187,12 +188,7 @@ def save_overlay(exp: Explanation, path: Path, title: str = "") -> Path:
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def explain(image, model: str, out_dir: Path, stem: str | None = None) -> list[Path]:

@@ -15,9 +15,7 @@ A model whose weights are not there yet is reported as ``{"skipped": why}`` in p
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -96,23 +94,3 @@ def label_efficiency(quick: bool = False, ns=NS, features: str = FEATURES, train
         row["wall_s"] = round(time.perf_counter() - t0, 1)
         out[str(n)] = row
     return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", type=Path)
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    text = json.dumps(label_efficiency(quick=a.quick), indent=1)
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(text)
-    print(text)
-
-
-if __name__ == "__main__":
-    main()

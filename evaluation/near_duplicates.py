@@ -30,13 +30,12 @@ forward pass; the main table uses ``descriptor`` (default ``cls``: what is serve
 ``quick=True``: 100 queries, a 5,000-image database (4k train + the first 1k test images, the queries drawn
 from those), the levels of ``QUICK_LEVEL_NAMES``: seconds, for tests and smoke runs.
 
-``python -m evaluation.near_duplicates [--quick] [--extractor NAME ...] [--out FILE]`` runs it and saves the
+``python -m evaluation.representations --only near_duplicates [--quick]`` runs it and saves the
 JSON; ``headline_part(result)`` is the near-duplicate part of reports/comparison/headline.json.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import time
@@ -368,30 +367,3 @@ def print_tables(result: dict) -> None:
     for dataset, why in result["skipped"].items():
         for name, reason in why.items():
             console.print(f"[yellow]{dataset}: {name} skipped: {reason}[/]")
-
-
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description="graded near-duplicate protocol")
-    parser.add_argument("--extractor", action="append", help="registry name (repeatable; default: all)")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--n-queries", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--descriptor", default=CLS, choices=DESCRIPTORS)
-    parser.add_argument("--no-photos", action="store_true")
-    parser.add_argument("--no-descriptors", action="store_true")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
-    parser.add_argument("--out", default="reports/comparison/near_duplicates.json")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    result = graded_near_duplicates(args.extractor, n_queries=args.n_queries, seed=args.seed, quick=args.quick,
-                                    descriptor=args.descriptor, compare_descriptors=not args.no_descriptors,
-                                    photos=not args.no_photos)
-    write_json(result, args.out)
-    print_tables(result)
-    console.print(f"written {args.out} ({result['meta']['wall_s']} s)")
-    return result
-
-
-if __name__ == "__main__":
-    main()

@@ -86,3 +86,26 @@ def run(out_dir: Path, quick: bool = False, only: list[str] | None = None) -> di
     write_headline(h, out_dir)
     write_representations_report(results, h, out_dir)
     return h
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m evaluation.representations [--quick] [--only NAME ...] [--out DIR]``: the measurements named
+    (default all; the others are read back from OUT), then headline.json and representations.md."""
+    import argparse
+
+    import torch
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--only", nargs="+", choices=list(MEASUREMENTS))
+    p.add_argument("--out", type=Path, default=Path("reports/comparison"))
+    p.add_argument("--threads", type=int, default=0)
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    for t in run(a.out, a.quick, a.only)["targets"]:
+        print(("met    " if t["met"] else "missed " if t["met"] is False else "n/a    ") + t["target"])
+
+
+if __name__ == "__main__":
+    main()

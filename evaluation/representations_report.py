@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from evaluation.document import Doc
+from evaluation.figures import pyplot, save_figure
 from evaluation.headline import ROLES, mean_geometric_r1
 
 SHORT = {ROLES["pixels"]: "pixels", "random_vit_femto_p7_fmnist": "random ViT", ROLES["dino"]: "DINO ViT",
@@ -59,11 +60,7 @@ def wins_and_losses(h: dict) -> list[str]:
 
 def level_curves(nd: dict, path: Path) -> bool:
     """R@1 against edit strength, one panel per edit kind, one line per extractor (Fashion-MNIST)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     res = nd.get("fashion_mnist", {}).get("results", {})
     if not res:
         return False
@@ -85,10 +82,7 @@ def level_curves(nd: dict, path: Path) -> bool:
     for ax in list(axes.flat)[len(kinds):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return True
 
 

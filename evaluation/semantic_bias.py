@@ -129,25 +129,3 @@ def semantic_bias(extractors: list[str] | None = None, quick: bool = False, k: i
             "wall_s": round(time.perf_counter() - t0, 1),
         }
     return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--extractor", action="append")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", type=Path)
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    res = semantic_bias(a.extractor, quick=a.quick)
-    text = json.dumps(res, indent=1)
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(text)
-    print(text)
-
-
-if __name__ == "__main__":
-    main()

@@ -9,12 +9,9 @@ first half is the k-NN database, the second the queries; the score is DINO's wei
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import numpy as np
-import torch
 
 from evaluation.protocol import Embedder
 from evaluation.semantic_bias import knn, weights_missing
@@ -69,24 +66,3 @@ def transfer_digits(extractors: list[str] | None = None, quick: bool = False) ->
         meta["wall_s"][name] = round(time.perf_counter() - t0, 1)
     out["_meta"] = meta
     return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--extractor", action="append")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", type=Path)
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    text = json.dumps(transfer_digits(a.extractor, quick=a.quick), indent=1)
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(text)
-    print(text)
-
-
-if __name__ == "__main__":
-    main()

@@ -233,14 +233,7 @@ def _text_tile(text: str, height: int, colour: tuple[int, int, int, int]) -> Ima
 
 def _draw_patch(img: Image.Image, rng: np.random.Generator, cfg: CopyConfig) -> None:
     """Pastes an opaque rectangle of a random colour (a sticker, logo or emoji), in place."""
-    area = rng.uniform(*cfg.patch_area) * img.width * img.height
-    ratio = math.exp(rng.uniform(math.log(1 / 2), math.log(2)))
-    w = min(img.width, max(1, round(math.sqrt(area * ratio))))
-    h = min(img.height, max(1, round(math.sqrt(area / ratio))))
-    x = int(rng.integers(0, img.width - w + 1))
-    y = int(rng.integers(0, img.height - h + 1))
-    colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
-    ImageDraw.Draw(img).rectangle((x, y, x + w - 1, y + h - 1), fill=colour)
+    _draw_graded_patch(img, rng, rng.uniform(*cfg.patch_area))
 
 
 def _jpeg_round_trip(img: Image.Image, quality: int) -> Image.Image:

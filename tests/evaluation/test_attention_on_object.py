@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from evaluation.attention_on_object import (
     attention_on_object,
@@ -22,12 +21,7 @@ from evaluation.attention_on_object import (
 RANDOM = "random_vit_femto_p7_fmnist"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _image_with_top_left_patch_full():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from evaluation.label_efficiency import classifier_accuracy, label_efficiency, labelled_database
 from extractors.datasets import load_fashion_mnist
@@ -13,13 +12,7 @@ from extractors.training import labelled_subset
 RANDOM = "random_vit_femto_p7_fmnist"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small batches: one thread is as fast as two and does not fight other jobs for the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,7 @@ import torch.nn.functional as F
 from evaluation.semantic_bias import group_subset, knn, semantic_bias, weights_missing, within_group_knn
 from extractors.datasets import COARSE_GROUPS
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small batches: one thread is as fast as two and does not fight other jobs for the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_group_subset_picks_exactly_the_groups_classes():

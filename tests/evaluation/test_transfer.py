@@ -9,13 +9,7 @@ import torch
 from evaluation.protocol import to_square_uint8
 from evaluation.transfer import digits_split, digits_uint8, to_uint8, transfer_digits
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_to_uint8_maps_0_to_16_onto_0_to_255():
