@@ -94,6 +94,18 @@ def knn_report_cmd(
     console.print(f"report written to [cyan]{out}[/] (knn_report.md, knn_report.json, learning_curves.png)")
 
 
+@app.command("fit-whitening")
+def fit_whitening_cmd(
+    model: list[str] = typer.Option(None, help="ViTs to fit (default: every one that serves a whitened descriptor)"),
+    images: int = typer.Option(20000, help="Fashion-MNIST training images to learn it on"),
+) -> None:
+    """Learn the PCA whitening of each ViT's CLS + GeM descriptor on training images (after training it)."""
+    from extractors.fit_whitening import fit_whitening, whitened_models
+
+    for name in model or whitened_models():
+        console.print(f"[green]whitening[/] {name} -> {fit_whitening(name, images)}")
+
+
 @app.command("export")
 def export_cmd(
     model: list[str] = typer.Option(None, help="extractor names (default: the served models from settings)"),

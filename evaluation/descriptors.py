@@ -1,15 +1,16 @@
-"""The descriptor choices of DINO's own copy-detection evaluation, for the ViT extractors (measured, not served).
+"""The descriptor choices of DINO's own copy-detection evaluation, for the ViT extractors (the best one is served).
 
 DINO (``eval_copy_detection.py``, Copydays) does not search with the CLS token alone. Three descriptors are
 compared here, all from one forward pass of the same network:
 
-- ``cls``: the CLS token after the final norm, L2-normalised: exactly what is exported and served today
-  (``extractors.embedding.ViTCLSEmbedding``).
+- ``cls``: the CLS token after the final norm, L2-normalised (``extractors.embedding.ViTCLSEmbedding``; what was
+  served before this comparison).
 - ``cls_gem4``: the CLS token concatenated with the GeM-pooled (p = 4) patch tokens of the last layer (after the
   final norm); each part is L2-normalised before the concatenation, so both weigh the same, and the
   concatenation is L2-normalised again (cosine search).
 - ``cls_gem4_whitened``: ``cls_gem4`` after PCA whitening learned on training images only (never on the
-  queries), then L2-normalised.
+  queries), then L2-normalised: the best for every ViT, and so what our ViTs serve
+  (``extractors.descriptors.CopyDescriptor``, the whitening fitted by ``vsearch fit-whitening``).
 
 GeM (generalised mean, Radenovic et al.): ``(mean_i max(x_i, eps)^p)^(1/p)`` per channel. p = 1 is mean pooling
 (of the positive part), p -> infinity approaches max pooling. Like DINO's code, negative activations are clamped
@@ -22,13 +23,14 @@ eigenvalues are floored (relative to the largest) so that noise directions are n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from extractors.descriptors import GEM_P, PCAWhitening, gem
 from extractors.registry import get_spec, load_network
+
+__all__ = ["GEM_P", "PCAWhitening", "gem"]  # re-exported for the protocol's callers
 
 CLS = "cls"
 CLS_GEM = "cls_gem4"
@@ -39,14 +41,6 @@ DESCRIPTOR_DESCRIPTIONS = {
     CLS_GEM: "CLS + GeM(p=4) of the last layer's patch tokens, each L2-normalised, concatenated",
     CLS_GEM_WHITENED: "CLS + GeM(p=4), then PCA whitening learned on training images, L2-normalised",
 }
-GEM_P = 4.0
-
-
-def gem(tokens: torch.Tensor, p: float = GEM_P, eps: float = 1e-6) -> torch.Tensor:
-    """Generalised-mean pooling over the token axis: [B, N, D] -> [B, D] (negatives clamped to ``eps``)."""
-    return tokens.clamp(min=eps).pow(p).mean(dim=1).pow(1.0 / p)
-
-
 class ViTDescriptors(nn.Module):
     """``forward(uint8 [B, 3, S, S]) -> {"cls": [B, D], "cls_gem4": [B, 2D]}``, both L2-normalised.
 
@@ -71,32 +65,3 @@ class ViTDescriptors(nn.Module):
         cls = F.normalize(tokens[:, 0], dim=-1, eps=1e-12)
         pooled = F.normalize(gem(tokens[:, 1:], self.p), dim=-1, eps=1e-12)
         return {CLS: cls, CLS_GEM: F.normalize(torch.cat([cls, pooled], dim=1), dim=-1, eps=1e-12)}
-
-
-@dataclass
-class PCAWhitening:
-    """``transform(x) = normalize((x - mean) @ projection)``; ``fit`` learns it from a set of training vectors."""
-
-    mean: torch.Tensor  # [D]
-    projection: torch.Tensor  # [D, D]: eigenvectors scaled by 1/sqrt(eigenvalue), largest first
-    eigenvalues: torch.Tensor  # [D], largest first (before flooring)
-
-    @classmethod
-    def fit(cls, x: torch.Tensor, rel_floor: float = 1e-6) -> PCAWhitening:
-        """Learns the whitening of ``x`` [N, D] (N > 1). Eigenvalues below ``rel_floor`` x the largest are
-        raised to it, so a degenerate direction is scaled up by at most 1/sqrt(rel_floor)."""
-        if x.ndim != 2 or len(x) < 2:
-            raise ValueError("PCAWhitening.fit needs a [N, D] matrix with N >= 2")
-        x64 = x.double()
-        mean = x64.mean(0)
-        centred = x64 - mean
-        cov = centred.T @ centred / len(x64)
-        eigenvalues, eigenvectors = torch.linalg.eigh(cov)  # ascending
-        eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.flip(1)
-        floored = eigenvalues.clamp(min=float(eigenvalues[0].clamp(min=0)) * rel_floor + 1e-30)
-        projection = eigenvectors / floored.sqrt()
-        return cls(mean.float(), projection.float(), eigenvalues.float())
-
-    def transform(self, x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        out = (x.float() - self.mean) @ self.projection
-        return F.normalize(out, dim=-1, eps=1e-12) if normalize else out

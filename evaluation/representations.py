@@ -69,8 +69,8 @@ def headline(results: dict[str, dict]) -> dict:
     part = near_duplicates.headline_part(results["near_duplicates"])
     within = {name: v["within_group_knn20"]["mean"] for name, v in sb.items()
               if isinstance(v, dict) and "within_group_knn20" in v}
-    le = {n: row for n, row in results["label_efficiency"].items()
-          if isinstance(row.get("dino_features"), float) and isinstance(row.get("trained_on_these_labels"), float)}
+    le = {n: row for n, row in results["label_efficiency"].items() if isinstance(row, dict)
+          and isinstance(row.get("dino_features"), float) and isinstance(row.get("trained_on_these_labels"), float)}
     return build_headline(knn20=_numbers(sb, "knn20"), near_duplicates=part["near_duplicates"],
                           geometric_levels=part["geometric_levels"], within_group_knn20=within, label_efficiency=le,
                           transfer_digits=_numbers(results["transfer_digits"]),

@@ -19,8 +19,11 @@ class ViTCLSEmbedding(nn.Module):
         super().__init__()
         self.vit = vit
 
+    def from_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens[:, 0]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.vit.forward_features(x)[:, 0]
+        return self.from_tokens(self.vit.forward_features(x))
 
 
 class GreyPixels(nn.Module):
@@ -49,7 +52,9 @@ class EmbeddingModel(nn.Module):
 
 
 class ViTEmbeddingWithAttention(EmbeddingModel):
-    """Also returns the last block's CLS-to-patch self-attention, [B, heads, N] (for explanations)."""
+    """Also returns the last block's CLS-to-patch self-attention, [B, heads, N] (for explanations). The backbone is
+    a ``ViTCLSEmbedding`` or an ``extractors.descriptors.CopyDescriptor``: both turn the final tokens into the
+    embedding with ``from_tokens``."""
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         vit: VisionTransformer = self.backbone.vit
@@ -59,5 +64,5 @@ class ViTEmbeddingWithAttention(EmbeddingModel):
         last = vit.blocks[-1]
         attn = last(x, return_attention=True)
         x = last(x)
-        embedding = F.normalize(vit.norm(x)[:, 0], dim=-1, eps=1e-12)
+        embedding = F.normalize(self.backbone.from_tokens(vit.norm(x)), dim=-1, eps=1e-12)
         return embedding, attn[:, :, 0, 1:]

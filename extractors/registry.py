@@ -26,6 +26,7 @@ from torch import nn
 
 from extractors.checkpoints import load_backbone
 from extractors.datasets import FMNIST_MEAN, FMNIST_STD
+from extractors.descriptors import CopyDescriptor, PCAWhitening
 from extractors.embedding import EmbeddingModel, GreyPixels, ViTCLSEmbedding, ViTEmbeddingWithAttention
 from extractors.vit import build_vit
 
@@ -36,6 +37,7 @@ IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 FMNIST_MEAN_255 = tuple(m * 255 for m in FMNIST_MEAN)
 FMNIST_STD_255 = tuple(s * 255 for s in FMNIST_STD)
 PIXELS = "pixels"  # the raw-pixel floor's registry name (results.json and the reports use it)
+WHITENING_FILE = "whitening.pth"
 
 
 def user_weights_dir() -> Path:
@@ -56,6 +58,9 @@ class ExtractorSpec:
     trained_on: str = ""
     labels_used: bool = False
     photo_input_size: int = 0  # the input side for photos where it is not ``input_size`` (0: the same)
+    # ViTs: where the PCA whitening of the served CLS + GeM descriptor lies (extractors.descriptors); None: the CLS
+    # token is the embedding (official checkpoints, until someone fits a whitening for them).
+    whitening: Callable[[], Path] | None = None
 
     @property
     def has_attention(self) -> bool:
@@ -70,13 +75,24 @@ class ExtractorSpec:
         return self.input_size if self.input_size >= 64 else None
 
 
-def _vit_spec(name, description, arch, patch, img, weights, mean, std, trained_on, labels_used, num_classes=0):
+def _vit_spec(name, description, arch, patch, img, weights, mean, std, trained_on, labels_used, num_classes=0,
+              whitening=None):
     dims = {"femto": 128, "pico": 128, "tiny": 192, "small": 384, "base": 768}
     return ExtractorSpec(
-        name=name, family="vit", description=description, input_size=img, dim=dims[arch], mean=mean, std=std,
+        name=name, family="vit", description=description, input_size=img,
+        dim=dims[arch] * (2 if whitening else 1), mean=mean, std=std,
         build=lambda: build_vit(arch, patch, img_size=img, num_classes=num_classes), weights=weights,
-        trained_on=trained_on, labels_used=labels_used,
+        trained_on=trained_on, labels_used=labels_used, whitening=whitening,
     )
+
+
+def _ours(name: str, description: str, weights_file: str | None, trained_on: str, labels_used: bool,
+          num_classes: int = 0) -> ExtractorSpec:
+    """A femto/7 ViT trained here on Fashion-MNIST; it serves the whitened CLS + GeM descriptor, whose whitening
+    ``vsearch fit-whitening`` learns on training images and keeps beside the weights."""
+    return _vit_spec(name, description, "femto", 7, 28, _committed(name, weights_file) if weights_file else
+                     (lambda: None), FMNIST_MEAN_255, FMNIST_STD_255, trained_on, labels_used, num_classes,
+                     whitening=_committed(name, WHITENING_FILE))
 
 
 def _committed(folder: str, file: str) -> Callable[[], Path]:
@@ -123,23 +139,17 @@ def register(spec: ExtractorSpec) -> ExtractorSpec:
 
 for _spec in [
     _pixels_spec(),
-    _vit_spec("dino_vit_femto_p7_fmnist", "ViT femto/7 trained by us with DINO on Fashion-MNIST (no labels)",
-              "femto", 7, 28, _committed("dino_vit_femto_p7_fmnist", "teacher_backbone.pth"),
-              FMNIST_MEAN_255, FMNIST_STD_255, "Fashion-MNIST train (60k, unlabelled)", False),
-    _vit_spec("supervised_vit_femto_p7_fmnist", "ViT femto/7 trained by us on Fashion-MNIST labels",
-              "femto", 7, 28, _committed("supervised_vit_femto_p7_fmnist", "backbone.pth"),
-              FMNIST_MEAN_255, FMNIST_STD_255, "Fashion-MNIST train (60k, labelled)", True, num_classes=10),
-    _vit_spec("supervised_coarse_vit_femto_p7_fmnist", "ViT femto/7 trained by us on 5 coarse groups of the labels "
-              "(tops, trouser, dress, footwear, bag)", "femto", 7, 28,
-              _committed("supervised_coarse_vit_femto_p7_fmnist", "backbone.pth"), FMNIST_MEAN_255, FMNIST_STD_255,
-              "Fashion-MNIST train (60k, coarse labels)", True, num_classes=5),
-    *[_vit_spec(f"supervised_labels{n}_vit_femto_p7_fmnist",
-                f"ViT femto/7 trained by us on {n} labelled images per class only", "femto", 7, 28,
-                _committed(f"supervised_labels{n}_vit_femto_p7_fmnist", "backbone.pth"), FMNIST_MEAN_255,
-                FMNIST_STD_255, f"Fashion-MNIST train ({10 * n} labelled images)", True, num_classes=10)
+    _ours("dino_vit_femto_p7_fmnist", "ViT femto/7 trained by us with DINO on Fashion-MNIST (no labels)",
+          "teacher_backbone.pth", "Fashion-MNIST train (60k, unlabelled)", False),
+    _ours("supervised_vit_femto_p7_fmnist", "ViT femto/7 trained by us on Fashion-MNIST labels", "backbone.pth",
+          "Fashion-MNIST train (60k, labelled)", True, num_classes=10),
+    _ours("supervised_coarse_vit_femto_p7_fmnist", "ViT femto/7 trained by us on 5 coarse groups of the labels "
+          "(tops, trouser, dress, footwear, bag)", "backbone.pth", "Fashion-MNIST train (60k, coarse labels)", True,
+          num_classes=5),
+    *[_ours(f"supervised_labels{n}_vit_femto_p7_fmnist", f"ViT femto/7 trained by us on {n} labelled images per "
+            "class only", "backbone.pth", f"Fashion-MNIST train ({10 * n} labelled images)", True, num_classes=10)
       for n in (1, 10, 100)],
-    _vit_spec("random_vit_femto_p7_fmnist", "ViT femto/7 at random initialisation (seed 0)",
-              "femto", 7, 28, lambda: None, FMNIST_MEAN_255, FMNIST_STD_255, "nothing", False),
+    _ours("random_vit_femto_p7_fmnist", "ViT femto/7 at random initialisation (seed 0)", None, "nothing", False),
     _vit_spec("dino_vits16", "official DINO ViT-S/16 (bring dino_deitsmall16_pretrain.pth)", "small", 16, 224,
               _official("dino_deitsmall16_pretrain.pth"), IMAGENET_MEAN, IMAGENET_STD, "ImageNet-1k", False),
     _vit_spec("dino_vits8", "official DINO ViT-S/8 (bring dino_deitsmall8_pretrain.pth)", "small", 8, 224,
@@ -184,13 +194,25 @@ def load_network(name: str, weights_path: Path | None = None) -> nn.Module:
     return net.eval()
 
 
+def vit_descriptor(name: str, vit: nn.Module) -> nn.Module:
+    """What turns the ViT's final tokens into ``name``'s embedding: the whitened CLS + GeM descriptor where the spec
+    has a whitening, else the CLS token."""
+    spec = get_spec(name)
+    if spec.whitening is None:
+        return ViTCLSEmbedding(vit)
+    path = spec.whitening()
+    if not path.exists():
+        raise FileNotFoundError(f"{name}: no whitening at {path}; run `vsearch fit-whitening --model {name}`")
+    return CopyDescriptor(vit, PCAWhitening.load(path))
+
+
 def load_extractor(name: str, weights_path: Path | None = None, with_attention: bool = False) -> EmbeddingModel:
     """``uint8 [B, 3, S, S] -> float32 [B, dim]`` (unit norm) for extractor ``name``."""
     spec = get_spec(name)
     net = load_network(name, weights_path)
     if spec.family == "vit":
         cls = ViTEmbeddingWithAttention if with_attention else EmbeddingModel
-        return cls(ViTCLSEmbedding(net), spec.mean, spec.std).eval()
+        return cls(vit_descriptor(name, net), spec.mean, spec.std).eval()
     if with_attention:
         raise ValueError(f"{name} is not a ViT: it has no self-attention (a CNN has Grad-CAM)")
     return EmbeddingModel(FeatureHead(net) if spec.family == "cnn" else net, spec.mean, spec.std).eval()

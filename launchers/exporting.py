@@ -26,12 +26,13 @@ def export_served(name: str, repo: Path, target: str, settings: Settings, parity
 
 
 def ensure_exported(settings: Settings) -> None:
-    """Exports every served model whose ``model.onnx`` is missing or older than its weights (weights are
-    committed, ONNX is built), so a retrained checkpoint is never served from a stale graph."""
+    """Exports every served model whose ``model.onnx`` is missing or older than its weights or its whitening
+    (committed; ONNX is built), so a retrained checkpoint is never served from a stale graph."""
     for name in settings.models:
         onnx_path = settings.model_repository / name / "1" / "model.onnx"
-        weights = get_spec(name).weights()
-        stale = weights is not None and onnx_path.exists() and weights.stat().st_mtime > onnx_path.stat().st_mtime
+        spec = get_spec(name)
+        inputs = [p for p in (spec.weights(), spec.whitening() if spec.whitening else None) if p is not None]
+        stale = onnx_path.exists() and any(p.exists() and p.stat().st_mtime > onnx_path.stat().st_mtime for p in inputs)
         if not onnx_path.exists() or stale:
             console.print(f"exporting [cyan]{name}[/] to {settings.model_repository}")
             export_served(name, settings.model_repository, "cpu", settings)

@@ -5,9 +5,9 @@ recall, and the two kinds of data:
   little isotropic noise), L2-normalised. Isotropic random vectors are deliberately not used: in 384-d all their
   distances are nearly equal, so "nearest neighbours" are noise and HNSW recall collapses (0.13-0.36 in the shared
   notes); real embeddings have a low intrinsic dimension, which is what the mixture imitates.
-- real: embeddings of our Fashion-MNIST DINO ViT (``REAL_MODEL``, 128-d) of the train images plus seeded strong
-  copies of train images (resized to 28x28 like the gateway does); queries are test images. The full set is
-  computed once and cached as .npy in ``REAL_CACHE`` (gitignored).
+- real: embeddings (the served descriptor) of our Fashion-MNIST DINO ViT (``REAL_MODEL``) of the train images plus
+  seeded strong copies of train images (resized to 28x28 like the gateway does); queries are test images. The full
+  set is computed once and cached as .npy in ``REAL_CACHE`` (gitignored).
 """
 
 from __future__ import annotations
@@ -138,10 +138,11 @@ def synthetic_sets(plan: Plan) -> list[Dataset]:
 def _weights_fingerprint() -> str:
     from extractors.registry import get_spec
 
-    path = get_spec(REAL_MODEL).weights()
-    if path is None or not Path(path).exists():
+    spec = get_spec(REAL_MODEL)  # the weights and the descriptor's whitening decide the embeddings
+    paths = [p for p in (spec.weights(), spec.whitening() if spec.whitening else None) if p and Path(p).exists()]
+    if not paths:
         return "none"
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return hashlib.sha256(b"".join(Path(p).read_bytes() for p in paths)).hexdigest()[:16]
 
 
 def _copy_pixels(ds, indices: range) -> np.ndarray:

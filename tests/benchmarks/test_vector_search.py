@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from benchmarks import vector_search as vs
-from benchmarks.vector_search.data import SYNTH_DIM, Dataset, recall_at_k, synthetic, with_ground_truth
+from benchmarks.vector_search.data import REAL_MODEL, SYNTH_DIM, Dataset, recall_at_k, synthetic, with_ground_truth
 from benchmarks.vector_search.plan import RECALL_TARGET, TOP_K
 from benchmarks.vector_search.sweep import choose, final_ef
+from extractors.registry import get_spec
 from tests.fixtures.benchmarks import run_quick
 
 ENGINES = {"faiss_flat", "faiss_hnsw", "milvus_server", "milvus_lite"}
@@ -36,7 +37,8 @@ def test_quick_run_covers_every_engine_on_both_data_sets(quick_result):
         kinds = {r["engine"] for r in result["engines"] if r["dataset"] == key}
         assert kinds == ENGINES, key
     real = result["datasets"]["real"]
-    assert real["dim"] == 128 and result["datasets"]["synthetic_10k"]["dim"] == SYNTH_DIM
+    assert real["dim"] == get_spec(REAL_MODEL).dim
+    assert result["datasets"]["synthetic_10k"]["dim"] == SYNTH_DIM
     roles = {r["role"] for r in result["engines"] if r["dataset"] == "real" and r["engine"] == "milvus_server"}
     assert roles == {"current", "tuned"}
 

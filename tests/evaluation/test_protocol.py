@@ -46,11 +46,13 @@ def test_protocol_results_are_sane(tiny_run):
     assert "copy_detection_photos" in res["pixels"]
     assert "copy_detection_photos" not in res["supervised_vit_femto_p7_fmnist"]
     assert res["pixels"]["copy_detection_photos"]["n_queries"] == 3 * len(load_photos())
-    # training helps: the supervised ViT beats raw pixels at copy detection and at class retrieval
+    # training helps: the supervised ViT beats raw pixels at copy detection and at the top of class retrieval
+    # (P@10, 20-NN; the served whitened descriptor trades the deep ranking, MAP@R, for the top: representations.md)
     sup = res["supervised_vit_femto_p7_fmnist"]
     assert res["pixels"]["copy_detection_fmnist"]["recall_at_10"] < sup["copy_detection_fmnist"]["recall_at_10"]
-    assert res["pixels"]["class_retrieval"]["map_at_r"] < sup["class_retrieval"]["map_at_r"]
-    assert res["random_vit_femto_p7_fmnist"]["class_retrieval"]["map_at_r"] < sup["class_retrieval"]["map_at_r"]
+    for key in ("precision_at_10", "knn20_accuracy"):
+        assert res["pixels"]["class_retrieval"][key] < sup["class_retrieval"][key], key
+        assert res["random_vit_femto_p7_fmnist"]["class_retrieval"][key] < sup["class_retrieval"][key], key
 
 
 def test_protocol_is_deterministic(tiny_run, tmp_path):

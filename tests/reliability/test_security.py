@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.sdk import SearchClient, SearchError
 from launchers.gateway import GatewayProcess
-from tests.fixtures.models import VIT_MODEL
+from tests.fixtures.models import VIT_DIM, VIT_MODEL
 from visualsearch.v1 import search_pb2 as pb
 from visualsearch.v1 import search_pb2_grpc
 
@@ -83,7 +83,7 @@ def test_an_id_is_data_never_part_of_the_expression(gateway):
     stub = gateway.stub()
     prefix = f"inj-{uuid.uuid4().hex[:8]}"
     victim = f"{prefix}-victim"
-    reply = stub.Upsert(iter([pb.UpsertRequest(model=VIT_MODEL, id=victim, vector=pb.Vector(values=[1.0] * 128))]),
+    reply = stub.Upsert(iter([pb.UpsertRequest(model=VIT_MODEL, id=victim, vector=pb.Vector(values=[1.0] * VIT_DIM))]),
                         timeout=60)
     assert reply.upserted == 1
     injected = f"{prefix}-nothing'] or id in ['{victim}"  # a valid id (no control characters, < 256 chars)

@@ -15,7 +15,7 @@ from extractors.datasets import load_fashion_mnist, load_photos
 from launchers.gateway import GatewayProcess
 from launchers.ports import free_port
 from tests.fixtures.gateway import png_bytes
-from tests.fixtures.models import CNN_MODEL, VIT_MODEL
+from tests.fixtures.models import CNN_MODEL, VIT_DIM, VIT_MODEL
 from visualsearch.v1 import search_pb2 as pb
 from visualsearch.v1 import search_pb2_grpc
 
@@ -189,7 +189,7 @@ def test_every_id_upsert_accepts_can_be_got_and_deleted(gateway, indexed):
     item stored under it could never be deleted)."""
     stub = gateway.stub()
     odd = ["q'uote", 'dq"uote', "back\\slash", "sp ace", "\\'] or id in ['x"]
-    vec = pb.Vector(values=[1.0] * 128)
+    vec = pb.Vector(values=[1.0] * VIT_DIM)
     reply = stub.Upsert(iter([pb.UpsertRequest(model=VIT_MODEL, id=i, vector=vec) for i in [*odd, "del\x7f"]]),
                         timeout=60)
     assert reply.upserted == len(odd)
@@ -201,7 +201,7 @@ def test_every_id_upsert_accepts_can_be_got_and_deleted(gateway, indexed):
 
 def test_list_models(gateway, indexed):
     models = {m.name: m for m in gateway.stub().ListModels(pb.ListModelsRequest(), timeout=10).models}
-    assert models[VIT_MODEL].dim == 128 and models[VIT_MODEL].input_size == 28
+    assert models[VIT_MODEL].dim == VIT_DIM and models[VIT_MODEL].input_size == 28
     assert models[CNN_MODEL].dim == 1280 and models[CNN_MODEL].count >= 30
     assert models[VIT_MODEL].metric == "COSINE"
 
@@ -215,7 +215,7 @@ def bomb_png() -> bytes:
 @pytest.mark.parametrize("kwargs, code", [
     (dict(model=VIT_MODEL, image=b"\xff\xd8\xff\xe0 truncated jpeg"), grpc.StatusCode.INVALID_ARGUMENT),
     (dict(model=VIT_MODEL, vector=pb.Vector(values=[0.1] * 5)), grpc.StatusCode.INVALID_ARGUMENT),
-    (dict(model=VIT_MODEL, vector=pb.Vector(values=[float("nan")] * 128)), grpc.StatusCode.INVALID_ARGUMENT),
+    (dict(model=VIT_MODEL, vector=pb.Vector(values=[float("nan")] * VIT_DIM)), grpc.StatusCode.INVALID_ARGUMENT),
     (dict(model=VIT_MODEL, id="fmnist-test-00000", top_k=-1), grpc.StatusCode.INVALID_ARGUMENT),
     (dict(model=VIT_MODEL, id="fmnist-test-00000", top_k=10**9), grpc.StatusCode.INVALID_ARGUMENT),
     (dict(model="no_such_model", id="x"), grpc.StatusCode.INVALID_ARGUMENT),
