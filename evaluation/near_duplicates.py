@@ -217,7 +217,8 @@ def graded_near_duplicates(extractors: list[str] | None = None, n_queries: int =
                            n_whiten: int = N_WHITEN, k: int = SEARCH_K) -> dict:
     """Runs the graded protocol (see the module docstring) and returns a JSON-able dict.
 
-    ``descriptor``: what the ViTs' main numbers use (``cls``: served; ``cls_gem4``; ``cls_gem4_whitened``).
+    ``descriptor``: what the ViTs' main numbers use (``cls``, ``cls_gem4``, or ``cls_gem4_whitened``: what our
+    ViTs serve, with the whitening learned here on the same recipe as ``vsearch fit-whitening``).
     ``compare_descriptors``: True = measure all three descriptors for every ViT in ``extractors``; a list = for
     those names; False = none. ``levels``: level names (default: all, or ``QUICK_LEVEL_NAMES`` with ``quick``).
 
