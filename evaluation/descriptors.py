@@ -27,10 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from extractors.descriptors import GEM_P, PCAWhitening, gem
+from extractors.descriptors import GEM_P, gem
 from extractors.registry import get_spec, load_network
-
-__all__ = ["GEM_P", "PCAWhitening", "gem"]  # re-exported for the protocol's callers
 
 CLS = "cls"
 CLS_GEM = "cls_gem4"

@@ -55,10 +55,10 @@ from evaluation.descriptors import (
     CLS_GEM_WHITENED,
     DESCRIPTOR_DESCRIPTIONS,
     DESCRIPTORS,
-    PCAWhitening,
     ViTDescriptors,
 )
 from evaluation.metrics import copy_detection_metrics
+from evaluation.semantic_bias import weights_missing
 from extractors.copies import (
     ALL_LEVELS,
     GEOMETRIC_KINDS,
@@ -70,6 +70,7 @@ from extractors.copies import (
     level_rng,
 )
 from extractors.datasets import load_fashion_mnist, load_photos
+from extractors.descriptors import PCAWhitening
 from extractors.imaging import array_to_model_input
 from extractors.registry import PIXELS, get_spec, load_extractor
 
@@ -147,13 +148,6 @@ def _summary(per_level: dict[str, float], geometric: list[str]) -> dict:
     edits = [v for n, v in per_level.items() if n != "identity"]
     return {"geometric_mean_r_at_1": round(float(np.mean(geo)), 4) if geo else None,
             "mean_r_at_1": round(float(np.mean(edits)), 4) if edits else None}
-
-
-def _missing_weights(name: str) -> str | None:
-    path = get_spec(name).weights()
-    if path is not None and not Path(path).exists():
-        return f"weights not found at {path} (not trained yet, or still training)"
-    return None
 
 
 def _run_set(set_name: str, names: list[str], db_images, queries: dict[str, list], targets: np.ndarray,
@@ -241,7 +235,7 @@ def graded_near_duplicates(extractors: list[str] | None = None, n_queries: int =
     skipped: dict[str, dict[str, str]] = {"fashion_mnist": {}, "photos": {}}
     available = []
     for n in names:
-        why = _missing_weights(n)
+        why = weights_missing(n)
         if why:
             skipped["fashion_mnist"][n] = skipped["photos"][n] = why
             console.print(f"[yellow]skipping {n}: {why}[/]")

@@ -44,7 +44,21 @@ def weights_missing(name: str) -> str | None:
         return f"weights unavailable: {type(e).__name__}: {e}"
     if path is not None and not Path(path).exists():
         return f"weights not found at {path} (not trained yet?): skipped"
+    if spec.whitening is not None and not spec.whitening().exists():
+        return f"no whitening at {spec.whitening()}: run `vsearch fit-whitening --model {name}`"
     return None
+
+
+def measurable(names: list[str], out: dict) -> list[str]:
+    """The names that can be measured now; each of the others gets ``{"skipped": why}`` in ``out``."""
+    ready = []
+    for name in names:
+        note = weights_missing(name)
+        if note:
+            out[name] = {"skipped": note}
+        else:
+            ready.append(name)
+    return ready
 
 
 def weights_info(name: str) -> dict:
@@ -114,11 +128,7 @@ def semantic_bias(extractors: list[str] | None = None, quick: bool = False, k: i
     q_idx = np.arange(QUICK_QUERIES if quick else len(test))
     db_y, q_y = train.labels[db_idx], test.labels[q_idx]
     out: dict = {}
-    for name in extractors or DEFAULT_EXTRACTORS:
-        note = weights_missing(name)
-        if note:
-            out[name] = {"skipped": note}
-            continue
+    for name in measurable(extractors or DEFAULT_EXTRACTORS, out):
         t0 = time.perf_counter()
         db, qs = embed_fmnist(name, db_idx, q_idx, data)
         out[name] = {

@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from evaluation.protocol import Embedder
-from evaluation.semantic_bias import knn, weights_missing
+from evaluation.semantic_bias import knn, measurable
 from extractors.registry import PIXELS
 
 DEFAULT_EXTRACTORS = [PIXELS, "random_vit_femto_p7_fmnist", "dino_vit_femto_p7_fmnist",
@@ -55,11 +55,7 @@ def transfer_digits(extractors: list[str] | None = None, quick: bool = False) ->
         db_idx, q_idx = db_idx[:QUICK_PER_SIDE], q_idx[:QUICK_PER_SIDE]
     out: dict = {}
     meta: dict = {"n_db": len(db_idx), "n_queries": len(q_idx), "split_seed": SPLIT_SEED, "wall_s": {}}
-    for name in extractors or DEFAULT_EXTRACTORS:
-        note = weights_missing(name)
-        if note:
-            out[name] = {"skipped": note}
-            continue
+    for name in measurable(extractors or DEFAULT_EXTRACTORS, out):
         t0 = time.perf_counter()
         emb = Embedder(name)
         out[name] = knn(emb.embed(images[db_idx]), labels[db_idx], emb.embed(images[q_idx]), labels[q_idx])

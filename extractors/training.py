@@ -18,8 +18,6 @@ from extractors.knn import extract_features, knn_accuracy
 from extractors.registry import PIXELS, load_extractor
 from extractors.vit import VisionTransformer, build_vit
 
-__all__ = ["FMNIST_MEAN", "FMNIST_STD"]  # re-exported: the training recipes normalise with them
-
 
 class BackboneConfig(BaseModel):
     arch: str = "femto"

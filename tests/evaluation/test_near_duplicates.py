@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.descriptors import CLS, CLS_GEM, CLS_GEM_WHITENED, DESCRIPTORS, PCAWhitening, ViTDescriptors, gem
+from evaluation.descriptors import CLS, CLS_GEM, CLS_GEM_WHITENED, DESCRIPTORS, ViTDescriptors
 from evaluation.near_duplicates import (
     QUICK_DB,
     QUICK_QUERIES,
@@ -21,6 +21,7 @@ from evaluation.near_duplicates import (
 )
 from extractors.copies import QUICK_LEVEL_NAMES, geometric_level_names, get_level
 from extractors.datasets import load_photos
+from extractors.descriptors import PCAWhitening, gem
 from extractors.embedding import EmbeddingModel, ViTCLSEmbedding
 from extractors.registry import REGISTRY, load_network
 

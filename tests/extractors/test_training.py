@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from clients.cli import app
-from extractors.datasets import load_fashion_mnist
+from extractors.datasets import FMNIST_MEAN, FMNIST_STD, load_fashion_mnist
 from extractors.presets import DINO_PRESETS, SUPERVISED_PRESETS
 from extractors.train_dino import train_dino
-from extractors.training import FMNIST_MEAN, FMNIST_STD, Normalize, build_backbone, dataset_to_uint8
+from extractors.training import Normalize, build_backbone, dataset_to_uint8
 
 
 def read_log(path):
