@@ -1,5 +1,7 @@
-"""Exports a registered extractor to ONNX: uint8 pixels [B, 3, S, S] in, unit-norm float32 embedding out
-(and, for ViTs, the last block's CLS self-attention as a second output for explanations)."""
+"""Exports a registered extractor to ONNX: uint8 pixels [B, 3, S, S] in, unit-norm float32 embedding out, and
+the outputs explanations read (``extractors.contributions.served_outputs``: a ViT's last-block CLS
+self-attention, each region's share of the embedding). ``explain=False`` writes the bare embedding graph instead
+(what the benchmark compares the served graph's embedding-only path against)."""
 
 from __future__ import annotations
 
@@ -9,19 +11,17 @@ from pathlib import Path
 import onnx
 import torch
 
+from extractors.contributions import load_served_graph, served_outputs
 from extractors.registry import get_spec, load_extractor
-from extractors.tensor_names import ATTENTION_OUTPUT, EMBEDDING_OUTPUT, INPUT_NAME
+from extractors.tensor_names import EMBEDDING_OUTPUT, INPUT_NAME
 
 
-def output_names(name: str) -> list[str]:
-    return [EMBEDDING_OUTPUT, ATTENTION_OUTPUT] if get_spec(name).has_attention else [EMBEDDING_OUTPUT]
-
-
-def export_onnx(name: str, path: Path, opset: int = 17, weights_path: Path | None = None) -> Path:
+def export_onnx(name: str, path: Path, opset: int = 17, weights_path: Path | None = None,
+                explain: bool = True) -> Path:
     spec = get_spec(name)
-    model = load_extractor(name, weights_path, with_attention=spec.has_attention)
+    model = load_served_graph(name, weights_path) if explain else load_extractor(name, weights_path)
     example = torch.randint(0, 256, (2, 3, spec.input_size, spec.input_size), dtype=torch.uint8)
-    outputs = output_names(name)
+    outputs = served_outputs(name) if explain else [EMBEDDING_OUTPUT]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():

@@ -9,10 +9,11 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from extractors.contributions import has_contributions, load_served_graph
 from extractors.datasets import load_fashion_mnist, load_photos
 from extractors.imaging import array_to_model_input
 from extractors.registry import get_spec, load_extractor
-from extractors.tensor_names import EMBEDDING_OUTPUT, INPUT_NAME
+from extractors.tensor_names import EMBEDDING_OUTPUT, INPUT_NAME, PATCH_CONTRIBUTIONS_OUTPUT
 
 MIN_COSINE = 0.99999
 MAX_ABS_DIFF = 1e-4
@@ -73,3 +74,25 @@ def check_parity(name: str, onnx_path: Path, batches=(1, 8), weights_path: Path 
         raise ParityError(f"{name}: ONNX Runtime differs from torch: {bad} "
                           f"(need cosine >= {MIN_COSINE}, max abs diff <= {MAX_ABS_DIFF})")
     return results
+
+
+def check_contributions_parity(name: str, onnx_path: Path, batch: int = 4,
+                               weights_path: Path | None = None) -> float | None:
+    """The largest difference between ONNX Runtime's and torch's ``patch_contributions`` on real images, in units of
+    the score they split (each region's share of a cosine with a unit vector is at most its norm); None when the
+    model has no such output. ParityError above ``MAX_ABS_DIFF``."""
+    if not has_contributions(name):
+        return None
+    spec = get_spec(name)
+    images = real_images(spec.input_size, batch)
+    with torch.no_grad():
+        ref = load_served_graph(name, weights_path)(torch.from_numpy(images))[-1].numpy()
+    got = onnx_session(onnx_path).run([PATCH_CONTRIBUTIONS_OUTPUT], {INPUT_NAME: images})[0]
+    # What a heatmap is made of: each region's share of the score with the other images' embeddings.
+    vectors = np.roll(ref.sum(1), 1, axis=0)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    diff = float(np.abs(np.einsum("brd,bd->br", ref - got, vectors)).max())
+    if not diff <= MAX_ABS_DIFF:
+        raise ParityError(f"{name}: ONNX Runtime's {PATCH_CONTRIBUTIONS_OUTPUT} differ from torch's by {diff} "
+                          f"(> {MAX_ABS_DIFF}) in a region's share of a score")
+    return diff

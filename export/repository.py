@@ -11,7 +11,7 @@ import numpy as np
 
 from export.onnx_cpu import write_served_graphs
 from export.onnx_export import export_onnx
-from export.parity import ParityResult, check_parity, onnx_session
+from export.parity import ParityResult, check_contributions_parity, check_parity, onnx_session
 from export.triton_config import TritonModelConfig, parse_config, render_config
 from extractors.registry import get_spec
 from extractors.tensor_names import EMBEDDING_OUTPUT, INPUT_NAME
@@ -24,6 +24,8 @@ class ExportResult:
     model: str
     path: Path
     parity: list[ParityResult] = field(default_factory=list)
+    # The largest difference of a region's share of a score, ONNX Runtime vs torch (None: no such output).
+    contributions_parity: float | None = None
 
 
 def onnx_output_dims(path: Path, input_size: int) -> dict[str, list[int]]:
@@ -44,6 +46,7 @@ def export_model(name: str, repo: Path, target: str, config: TritonModelConfig, 
     result = ExportResult(name, model_dir)
     if parity:
         result.parity = check_parity(name, onnx_path, weights_path=weights_path)
+        result.contributions_parity = check_contributions_parity(name, onnx_path, weights_path=weights_path)
     if target == "cpu":
         shutil.copyfile(MODEL_PY, version_dir / "model.py")
         for graph in write_served_graphs(onnx_path, EMBEDDING_OUTPUT):

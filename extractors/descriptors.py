@@ -91,5 +91,22 @@ class CopyDescriptor(nn.Module):
         d = F.normalize(torch.cat([cls, pooled], dim=1), dim=-1, eps=1e-12)
         return (d - self.white_mean) @ self.white_projection if self.whitened else d
 
+    def patch_shares(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Each patch's exact additive share of ``from_tokens(tokens)``: [B, N, out dim]. What the shares do not
+        sum to is the non-spatial rest (the CLS part, minus the whitening mean).
+
+        GeM's p-th power mean splits over the patches: ``g = sum_i g * x_i^p / sum_j x_j^p`` per channel. The two
+        normalisations divide by norms of the whole (scalars per image) and the whitening is affine, so each
+        patch's share of ``g`` maps through them linearly (the mean is subtracted once, in the rest)."""
+        cls = F.normalize(tokens[:, 0], dim=-1, eps=1e-12)
+        powered = tokens[:, 1:].clamp(min=1e-6).pow(self.p)  # as in gem()
+        pooled = gem(tokens[:, 1:], self.p)
+        pooled_norm = pooled.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+        concat_norm = torch.cat([cls, pooled / pooled_norm], dim=1).norm(dim=-1, keepdim=True).clamp(min=1e-12)
+        shares = pooled.unsqueeze(1) * powered / powered.sum(1, keepdim=True)  # [B, N, D], sums to pooled
+        shares = shares / (pooled_norm * concat_norm).unsqueeze(1)
+        parts = torch.cat([torch.zeros_like(shares), shares], dim=-1)  # the CLS half has no spatial part
+        return parts @ self.white_projection if self.whitened else parts
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.from_tokens(self.vit.forward_features(x))

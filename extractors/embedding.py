@@ -56,7 +56,8 @@ class ViTEmbeddingWithAttention(EmbeddingModel):
     a ``ViTCLSEmbedding`` or an ``extractors.descriptors.CopyDescriptor``: both turn the final tokens into the
     embedding with ``from_tokens``."""
 
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def tokens_and_attention(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The final tokens after the norm, [B, 1 + N, D], and the last block's CLS-to-patch attention."""
         vit: VisionTransformer = self.backbone.vit
         x = vit.prepare_tokens(self.preprocess(pixels))
         for blk in vit.blocks[:-1]:
@@ -64,5 +65,8 @@ class ViTEmbeddingWithAttention(EmbeddingModel):
         last = vit.blocks[-1]
         attn = last(x, return_attention=True)
         x = last(x)
-        embedding = F.normalize(self.backbone.from_tokens(vit.norm(x)), dim=-1, eps=1e-12)
-        return embedding, attn[:, :, 0, 1:]
+        return vit.norm(x), attn[:, :, 0, 1:]
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens, attention = self.tokens_and_attention(pixels)
+        return F.normalize(self.backbone.from_tokens(tokens), dim=-1, eps=1e-12), attention

@@ -8,6 +8,7 @@ from rich.console import Console
 
 from export.repository import ExportResult, export_model
 from export.triton_config import TritonModelConfig
+from extractors.contributions import served_outputs
 from extractors.registry import get_spec
 from server.settings import Settings
 
@@ -27,12 +28,22 @@ def export_served(name: str, repo: Path, target: str, settings: Settings, parity
 
 def ensure_exported(settings: Settings) -> None:
     """Exports every served model whose ``model.onnx`` is missing or older than its weights or its whitening
-    (committed; ONNX is built), so a retrained checkpoint is never served from a stale graph."""
+    (committed; ONNX is built), or that lacks an output the served graph has now (an export from before
+    ``patch_contributions``), so a retrained checkpoint is never served from a stale graph."""
     for name in settings.models:
         onnx_path = settings.model_repository / name / "1" / "model.onnx"
         spec = get_spec(name)
         inputs = [p for p in (spec.weights(), spec.whitening() if spec.whitening else None) if p is not None]
-        stale = onnx_path.exists() and any(p.exists() and p.stat().st_mtime > onnx_path.stat().st_mtime for p in inputs)
+        stale = onnx_path.exists() and (
+            any(p.exists() and p.stat().st_mtime > onnx_path.stat().st_mtime for p in inputs)
+            or lacks_outputs(onnx_path, served_outputs(name)))
         if not onnx_path.exists() or stale:
             console.print(f"exporting [cyan]{name}[/] to {settings.model_repository}")
             export_served(name, settings.model_repository, "cpu", settings)
+
+
+def lacks_outputs(onnx_path: Path, outputs: list[str]) -> bool:
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False)
+    return not set(outputs) <= {o.name for o in graph.graph.output}

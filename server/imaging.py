@@ -13,6 +13,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from extractors.imaging import to_model_input as model_input
+from extractors.imaging import to_rgb
+from server.thumbnails import make_thumbnail
+
+Box = tuple[float, float, float, float]  # normalised x0, y0, x1, y1 (server.validation.check_region)
 
 ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"}
 
@@ -54,15 +58,32 @@ def open_image(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
     return im
 
 
-def to_model_input(im: Image.Image, size: int) -> np.ndarray:
-    """An opened (header-checked) image -> uint8 [3, size, size] RGB: EXIF orientation applied, then resized."""
+def to_model_input(im: Image.Image, size: int, region: Box | None = None) -> np.ndarray:
+    """An opened (header-checked) image -> uint8 [3, size, size] RGB: EXIF orientation applied, cropped to
+    ``region`` (normalised x0, y0, x1, y1 of the upright image) when given, then resized."""
+    return decode(im, size, region)[0]
+
+
+def decode(im: Image.Image, size: int, region: Box | None = None, thumbnail_px: int = 0) -> tuple[np.ndarray, bytes]:
+    """``to_model_input``, and the image's thumbnail (``server.thumbnails``; b"" when ``thumbnail_px`` is 0) from
+    the same decoded pixels."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            if im.format == "JPEG":
-                im.draft("RGB", (size, size))  # decode at the smallest 1/2^k scale still >= size
+            if im.format == "JPEG" and region is None:
+                im.draft("RGB", (max(size, thumbnail_px), max(size, thumbnail_px)))  # the smallest 1/2^k scale >= size
             im.load()
-            return model_input(im, size)
+            if region is None and not thumbnail_px:
+                return model_input(im, size), b""
+            rgb = to_rgb(im)
+            thumbnail = make_thumbnail(rgb, thumbnail_px)
+            if region is not None:
+                w, h = rgb.size
+                x0, y0, x1, y1 = region
+                # At least one pixel: a box thinner than a pixel still crops the pixel it lies in.
+                left, top = min(int(x0 * w), w - 1), min(int(y0 * h), h - 1)
+                rgb = rgb.crop((left, top, max(left + 1, round(x1 * w)), max(top + 1, round(y1 * h))))
+            return model_input(rgb, size), thumbnail
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageRejected(f"image is too large to decode: {e}", too_large=True) from None
     except _CORRUPT as e:

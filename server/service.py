@@ -22,10 +22,11 @@ from server.batching import Coalescer
 from server.convert import filters_from_proto, metadata_from_proto, metadata_to_proto, vector_from_proto
 from server.embedder import Embedder, EmbedderUnavailable, ModelDescription
 from server.errors import RpcError, status_of
-from server.imaging import open_image, to_model_input
+from server.hit_details import add_details
+from server.imaging import Box, decode, open_image, to_model_input
 from server.metrics import GatewayMetrics
 from server.settings import Settings
-from server.validation import InvalidRequest, check_id, check_ids, check_top_k
+from server.validation import InvalidRequest, check_id, check_ids, check_region, check_top_k
 from server.vector_store import FilterClause, Hit, VectorStore, VectorStoreUnavailable
 from visualsearch.v1 import search_pb2 as pb
 from visualsearch.v1 import search_pb2_grpc
@@ -91,6 +92,7 @@ class PreparedItem:
     pixels: np.ndarray | None
     vector: np.ndarray | None
     metadata: dict = field(default_factory=dict)
+    thumbnail: bytes = b""
 
 
 class SearchService(search_pb2_grpc.SearchServiceServicer):
@@ -148,10 +150,11 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             return pb.GetResponse()
         ids = check_ids(list(request.ids), self.settings.max_id_length, "Get", self.settings.max_top_k)
         await self._ensure_collection(model)
-        records = await self._store(self.store.get, model.name, ids)
+        records = await self._store(self.store.get, model.name, ids, request.include_thumbnails)
         return pb.GetResponse(items=[
             pb.Item(id=r.id, metadata=metadata_to_proto(r.metadata),
-                    vector=pb.Vector(values=np.asarray(r.vector).tolist()) if request.include_vectors else None)
+                    vector=pb.Vector(values=np.asarray(r.vector).tolist()) if request.include_vectors else None,
+                    thumbnail=r.thumbnail)
             for r in records])
 
     async def ListModels(self, request, context):
@@ -187,13 +190,41 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                 results[i], waited[i] = result, done
 
         await _all([submit(key, idx) for key, idx in groups.items()])
-        return [self._response(p, q, r, t, w, start)
-                for p, q, r, t, w in zip(plans, queries, results, timings, waited, strict=True)]
+        responses = [self._response(p, q, r, t, w, start)
+                     for p, q, r, t, w in zip(plans, queries, results, timings, waited, strict=True)]
+        await _all([self._add_details(p, q, r) for p, q, r in zip(plans, queries, responses, strict=True)
+                    if p.request.explain or p.request.include_thumbnails])
+        return responses
+
+    async def _add_details(self, plan: SearchPlan, query: Query, response: pb.SearchResponse) -> None:
+        """Thumbnails and explanations, when asked (server/hit_details.py); their time is explain_ms."""
+        t0 = time.perf_counter()
+
+        async def get_records(model: str, ids: list[str]):
+            return await self._store(self.store.get, model, ids, True)
+
+        async def embed(model: str, pixels: np.ndarray):
+            try:
+                return await self.embedder.embed_with_contributions(model, pixels)
+            except EmbedderUnavailable:
+                self.metrics.backend_errors.labels("triton").inc()
+                raise
+
+        await add_details(response, plan.request, plan.model.input_size, query.pixels, query.vector, get_records,
+                          embed, self.settings.overlay_px if plan.request.explain_png else 0)
+        response.timings.explain_ms = (time.perf_counter() - t0) * 1e3
+        response.timings.total_ms += response.timings.explain_ms
 
     async def _plan(self, req: pb.SearchRequest) -> SearchPlan:
         s = self.settings
         model = await self._model(req.model)
         top_k = check_top_k(req.top_k, s.default_top_k, s.max_top_k)
+        if req.explain_png and not req.explain:
+            raise InvalidRequest("explain_png draws the explanation: set explain too")
+        if req.explain and not model.regions:
+            raise RpcError(grpc.StatusCode.FAILED_PRECONDITION,
+                           f"model {model.name} cannot explain its hits: its served graph has no patch_contributions "
+                           "output (re-export it with `vsearch export`; a ViT serving its bare CLS token has none)")
         key = BatchKey(model.name, filters_from_proto(req.filters, s), tuple(req.output_fields) or None)
         return SearchPlan(req, model, key, top_k)
 
@@ -201,9 +232,11 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         """Pixels for an image query, the vector for a vector query or a stored id."""
         req, model = plan.request, plan.model
         kind = req.WhichOneof("query")
+        region = check_region(req.region.x0, req.region.y0, req.region.x1, req.region.y1, kind == "image") \
+            if req.HasField("region") else None
         if kind == "image":
             t0 = time.perf_counter()
-            pixels = await self._decode(req.image, model.input_size)
+            pixels = await self._decode(req.image, model.input_size, region)
             t.decode_ms = (time.perf_counter() - t0) * 1e3
             return Query(pixels, None, plan.top_k)
         if kind == "vector":
@@ -275,7 +308,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         meta = metadata_from_proto(item.metadata, self.settings)
         kind = item.WhichOneof("content")
         if kind == "image":
-            return PreparedItem(item.id, await self._decode(item.image, model.input_size), None, meta)
+            pixels, thumbnail = await self._decode_with_thumbnail(item.image, model.input_size)
+            return PreparedItem(item.id, pixels, None, meta, thumbnail)
         if kind == "vector":
             return PreparedItem(item.id, None, vector_from_proto(item.vector, model.dim), meta)
         raise InvalidRequest("set image (encoded bytes) or vector")
@@ -286,17 +320,25 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         vectors = await self._vectors(model, latest)
         await self._ensure_collection(model)
         await self._store(self.store.upsert, model.name, [item.id for item in latest], vectors,
-                          [item.metadata for item in latest])
+                          [item.metadata for item in latest], [item.thumbnail for item in latest])
         self._wrote(model.name, len(latest))
         self.metrics.upserted.labels(model.name).inc(len(latest))
 
     # ---------------------------------------------------------------------------------- shared stages
-    async def _decode(self, data: bytes, size: int) -> np.ndarray:
+    async def _decode(self, data: bytes, size: int, region: Box | None = None) -> np.ndarray:
         s = self.settings
         im = open_image(data, s.max_image_bytes, s.max_image_pixels)  # header only: limits before any pixel
         if im.width * im.height <= s.inline_decode_max_pixels:
-            return to_model_input(im, size)
-        return await asyncio.to_thread(to_model_input, im, size)
+            return to_model_input(im, size, region)
+        return await asyncio.to_thread(to_model_input, im, size, region)
+
+    async def _decode_with_thumbnail(self, data: bytes, size: int) -> tuple[np.ndarray, bytes]:
+        """An upserted image's model input and the thumbnail stored with it (server/thumbnails.py)."""
+        s = self.settings
+        im = open_image(data, s.max_image_bytes, s.max_image_pixels)
+        if im.width * im.height <= s.inline_decode_max_pixels:
+            return decode(im, size, None, s.thumbnail_px)
+        return await asyncio.to_thread(decode, im, size, None, s.thumbnail_px)
 
     async def _vectors(self, model: ModelDescription, items: Sequence[Query | PreparedItem]) -> np.ndarray:
         """float32 [N, D]: the items that came as pixels embedded in one Triton call, the others' own vectors."""

@@ -87,5 +87,11 @@ class Settings(BaseSettings):
     milvus_ping_timeout_s: float = Field(2.0, description="a health check that takes longer counts Milvus as down")
     milvus_load_timeout_s: float = 60.0
 
+    # --- A web page for people, and "why is this similar" through the API ---
+    thumbnail_px: int = Field(64, description="longer side of the thumbnail stored with each upserted image (PNG "
+                              "when grey, JPEG otherwise; smaller images kept as they are); 0 = no thumbnails")
+    overlay_px: int = Field(160, description="side of the PNG heatmap overlays Search returns with explain_png")
+    web_port: int = Field(8080, description="port of the web page `vsearch up` serves (clients/web)")
+
     def triton_url_list(self) -> list[str]:
         return self.triton_urls or [f"{self.triton_host}:{self.triton_grpc_port}"]

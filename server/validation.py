@@ -144,3 +144,16 @@ def check_filters(clauses: list[FilterClause], max_clauses: int) -> tuple[Filter
 
 def _kind(v: FilterValue) -> str:
     return "bool" if isinstance(v, bool) else "number" if isinstance(v, int | float) else "str"
+
+
+def check_region(x0: float, y0: float, x1: float, y1: float, is_image_query: bool) -> tuple[float, float, float, float]:
+    """A search region: a box of the query image in normalised coordinates, 0 <= x0 < x1 <= 1 (y alike)."""
+    if not is_image_query:
+        raise InvalidRequest("region applies to image queries only: send the image, or leave region unset")
+    box = (x0, y0, x1, y1)
+    if not all(math.isfinite(v) for v in box):
+        raise InvalidRequest("region has a NaN or infinite coordinate")
+    if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+        raise InvalidRequest(f"region ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is not a box inside the image: use normalised "
+                             "coordinates with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1")
+    return box

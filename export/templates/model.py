@@ -1,7 +1,8 @@
 """Triton python-backend model: runs this version folder's ONNX graphs with ONNX Runtime on CPU.
 
 The ``cpu`` export target. ``export/onnx_cpu.py`` wrote the graphs: ``embedding.cpu.onnx`` (the embedding alone,
-what searches ask for) and ``model.cpu.onnx`` (every output), both with fused attention. Production GPUs use the
+what searches ask for) and ``model.cpu.onnx`` (every output: also what explanations ask for), both with fused
+attention. Production GPUs use the
 same repository's ``model.onnx`` with the ``onnxruntime`` backend instead.
 """
 

@@ -13,6 +13,8 @@ class ModelDescription:
     name: str
     dim: int
     input_size: int
+    # Regions of the served graph's patch_contributions output (16 for a 4x4 ViT, 49 for 7x7 CNN cells); 0: none.
+    regions: int = 0
 
 
 class EmbedderUnavailable(RuntimeError):
@@ -26,6 +28,11 @@ class EmbedderError(RuntimeError):
 class Embedder(Protocol):
     async def embed(self, model: str, pixels: np.ndarray) -> np.ndarray:
         """uint8 [B, 3, S, S] -> float32 [B, D] with unit L2 norm."""
+        ...
+
+    async def embed_with_contributions(self, model: str, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 [B, 3, S, S] -> (embeddings [B, D], each region's share of them [B, regions, D]); see
+        ``extractors.contributions``. Only for a model whose description has ``regions``."""
         ...
 
     async def describe(self, model: str) -> ModelDescription: ...

@@ -13,7 +13,7 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from extractors.tensor_names import EMBEDDING_OUTPUT, INPUT_NAME
+from extractors.tensor_names import EMBEDDING_OUTPUT, INPUT_NAME, PATCH_CONTRIBUTIONS_OUTPUT
 from server.embedder.base import EmbedderError, EmbedderUnavailable, ModelDescription
 
 _TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
@@ -49,17 +49,26 @@ class TritonEmbedder:
         raise EmbedderUnavailable(f"Triton unavailable for {what} at {', '.join(self.urls)}: {last}")
 
     async def embed(self, model: str, pixels: np.ndarray) -> np.ndarray:
+        (embedding,) = await self._infer(model, pixels, [EMBEDDING_OUTPUT])
+        return embedding
+
+    async def embed_with_contributions(self, model: str, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        embedding, contributions = await self._infer(model, pixels, [EMBEDDING_OUTPUT, PATCH_CONTRIBUTIONS_OUTPUT])
+        return embedding, contributions
+
+    async def _infer(self, model: str, pixels: np.ndarray, names: list[str]) -> list[np.ndarray]:
+        """Asks Triton for ``names`` only: the served graph computes no output nobody asked for."""
         if pixels.dtype != np.uint8 or pixels.ndim != 4:
             raise EmbedderError(f"pixels must be uint8 [B, 3, S, S], got {pixels.dtype} {pixels.shape}")
         inp = grpcclient.InferInput(INPUT_NAME, list(pixels.shape), "UINT8")
         inp.set_data_from_numpy(np.ascontiguousarray(pixels))
-        out = [grpcclient.InferRequestedOutput(EMBEDDING_OUTPUT)]
+        out = [grpcclient.InferRequestedOutput(n) for n in names]
 
         async def infer(client):
             result = await client.infer(model, [inp], outputs=out, client_timeout=self.timeout_s)
-            return result.as_numpy(EMBEDDING_OUTPUT)
+            return [result.as_numpy(n) for n in names]
 
-        return await self._call(f"embedding with {model}", infer)
+        return await self._call(f"{', '.join(names)} with {model}", infer)
 
     async def describe(self, model: str) -> ModelDescription:
         if model not in self._descriptions:
@@ -69,7 +78,9 @@ class TritonEmbedder:
             cfg = (await self._call(f"the config of {model}", config))["config"]
             dims = [int(d) for d in cfg["input"][0]["dims"]]
             out = next(o for o in cfg["output"] if o["name"] == EMBEDDING_OUTPUT)
-            self._descriptions[model] = ModelDescription(model, int(out["dims"][0]), dims[-1])
+            parts = next((o for o in cfg["output"] if o["name"] == PATCH_CONTRIBUTIONS_OUTPUT), None)
+            regions = int(parts["dims"][0]) if parts is not None else 0
+            self._descriptions[model] = ModelDescription(model, int(out["dims"][0]), dims[-1], regions)
         return self._descriptions[model]
 
     async def models(self) -> list[ModelDescription]:

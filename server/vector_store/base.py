@@ -36,6 +36,7 @@ class Record:
     id: str
     vector: np.ndarray
     metadata: dict = field(default_factory=dict)
+    thumbnail: bytes = b""  # the encoded thumbnail stored with it (empty: none, or a collection without them)
 
 
 FilterValue = bool | int | float | str
@@ -71,17 +72,19 @@ class VectorStore(Protocol):
     def ensure_collection(self, model: str, dim: int) -> None:
         """Create the model's collection (and index) if absent; VectorStoreError if it exists with another dim."""
 
-    def upsert(self, model: str, ids: list[str], vectors: np.ndarray, metadata: list[dict]) -> int:
+    def upsert(self, model: str, ids: list[str], vectors: np.ndarray, metadata: list[dict],
+               thumbnails: list[bytes] | None = None) -> int:
         """Insert or replace by id (idempotent); ``vectors`` float32 [N, D]. Creates the collection on first use.
-        Returns the number of records written (duplicates within a call count once: the last wins)."""
+        Returns the number of records written (duplicates within a call count once: the last wins).
+        ``thumbnails``: encoded images stored with the items where the collection keeps them (b"": none)."""
 
     def search(self, model: str, vectors: np.ndarray, top_k: int, filters: tuple[FilterClause, ...] = (),
                output_fields: list[str] | None = None) -> list[list[Hit]]:
         """For each query vector [Q, D], up to ``top_k`` hits, best first. ``output_fields``: metadata keys to
         return (None: all; []: none)."""
 
-    def get(self, model: str, ids: list[str]) -> list[Record]:
-        """The records that exist among ``ids`` (missing ids are skipped)."""
+    def get(self, model: str, ids: list[str], thumbnails: bool = False) -> list[Record]:
+        """The records that exist among ``ids`` (missing ids are skipped), with their thumbnails if asked."""
 
     def delete(self, model: str, ids: list[str]) -> int:
         """Delete by id; returns how many existed."""

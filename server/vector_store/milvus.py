@@ -3,7 +3,9 @@
 ``.db`` path (needs the ``milvus-lite`` package).
 
 One collection per model, ``vs_<model>``: ``id`` VARCHAR primary key (``settings.max_id_length``), ``vector``
-FLOAT_VECTOR(dim), ``metadata`` JSON (the caller's dict as is; filters address ``metadata["key"]``). HNSW
+FLOAT_VECTOR(dim), ``metadata`` JSON (the caller's dict as is; filters address ``metadata["key"]``),
+``thumbnail`` VARCHAR (the item's small encoded image in base64, "" for none; Milvus 2.3 has no scalar bytes type;
+collections created before it have no such field and return no thumbnails). HNSW
 index, COSINE metric (``settings.hnsw_m``, ``hnsw_ef_construction``; search ``ef`` = max(``hnsw_ef``, top_k),
 or ``hnsw_ef_filtered`` when a filter is set).
 The collection's consistency level is Bounded (Strong adds about 200 ms to every search); reads are sent with
@@ -17,6 +19,7 @@ a missing collection -> ``CollectionNotFound``; anything else the server refuses
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -48,6 +51,8 @@ log = logging.getLogger(__name__)
 PREFIX = "vs_"
 METRIC = "COSINE"
 ID_FIELD, VECTOR_FIELD, METADATA_FIELD = "id", "vector", "metadata"
+THUMBNAIL_FIELD = "thumbnail"
+THUMBNAIL_MAX_CHARS = 65535  # Milvus's largest VARCHAR: base64 of a 48 KB image
 MODEL_PROPERTY = "vsearch.model"  # collection property holding the model's own name
 _NAME_OK = re.compile(r"^[A-Za-z0-9_]{1,180}$")
 _UNAVAILABLE_GRPC = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
@@ -91,6 +96,7 @@ class MilvusVectorStore:
         self._client_obj: Any = None
         self._lock = threading.RLock()
         self._dims: dict[str, int] = {}  # collection name -> dim, for collections known to exist
+        self._thumbnails: dict[str, bool] = {}  # collection name -> whether it has the thumbnail field
         self._strong_until: dict[str, float] = {}  # collection name -> monotonic deadline (after our deletes)
         self._closed = False
 
@@ -217,8 +223,14 @@ class MilvusVectorStore:
         if dim is None:
             raise VectorStoreError(f"collection {name} has no {VECTOR_FIELD!r} float vector field")
         self._ensure_loaded(name)
+        self._thumbnails[name] = any(f.get("name") == THUMBNAIL_FIELD for f in info.get("fields", []))
         self._dims[name] = dim
         return dim
+
+    def has_thumbnails(self, model: str) -> bool:
+        """Whether the model's collection keeps thumbnails (created after they existed)."""
+        self._dim(model)
+        return self._thumbnails[collection_name(model)]
 
     def _ensure_loaded(self, name: str) -> None:
         if self.is_lite:
@@ -254,6 +266,7 @@ class MilvusVectorStore:
         schema.add_field(ID_FIELD, DataType.VARCHAR, is_primary=True, max_length=s.max_id_length)
         schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dim)
         schema.add_field(METADATA_FIELD, DataType.JSON)
+        schema.add_field(THUMBNAIL_FIELD, DataType.VARCHAR, max_length=THUMBNAIL_MAX_CHARS)
         index = MilvusClient.prepare_index_params()
         index.add_index(VECTOR_FIELD, index_type="HNSW", metric_type=METRIC,
                         params={"M": s.hnsw_m, "efConstruction": s.hnsw_ef_construction})
@@ -309,9 +322,11 @@ class MilvusVectorStore:
         return self.read_consistency
 
     # -- data -------------------------------------------------------------------------------------------
-    def upsert(self, model: str, ids: list[str], vectors: np.ndarray, metadata: list[dict] | None = None) -> int:
+    def upsert(self, model: str, ids: list[str], vectors: np.ndarray, metadata: list[dict] | None = None,
+               thumbnails: list[bytes] | None = None) -> int:
         if not ids:
             return 0
+        thumbs = [b""] * len(ids) if thumbnails is None else list(thumbnails)
         arr = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         metadata = [{} for _ in ids] if metadata is None else list(metadata)
         if not (len(ids) == arr.shape[0] == len(metadata)):
@@ -327,7 +342,13 @@ class MilvusVectorStore:
         last = {i: k for k, i in enumerate(ids)}
         order = sorted(last.values())
         rows = [{ID_FIELD: ids[k], VECTOR_FIELD: arr[k].tolist(), METADATA_FIELD: metadata[k]} for k in order]
-        row_sizes = [dim * 4 + len(json.dumps(metadata[k])) + len(ids[k]) + 64 for k in order]
+        if self._thumbnails[name]:
+            for row, k in zip(rows, order, strict=True):
+                encoded = base64.b64encode(thumbs[k]).decode("ascii")
+                # A thumbnail too large to store is left out (the item is still written): never an error.
+                row[THUMBNAIL_FIELD] = encoded if len(encoded) <= THUMBNAIL_MAX_CHARS else ""
+        row_sizes = [dim * 4 + len(json.dumps(metadata[k])) + len(ids[k]) + len(row.get(THUMBNAIL_FIELD, "")) + 64
+                     for row, k in zip(rows, order, strict=True)]
         for batch in _batches(rows, row_sizes, self.settings.milvus_write_batch_bytes,
                               self.settings.milvus_write_batch_rows):
             self._call("upsert", model, lambda c, b=batch, **kw: c.upsert(name, data=b, **kw))
@@ -368,17 +389,22 @@ class MilvusVectorStore:
             out.append(row)
         return out
 
-    def get(self, model: str, ids: list[str]) -> list[Record]:
+    def get(self, model: str, ids: list[str], thumbnails: bool = False) -> list[Record]:
         name = collection_name(model)
         self._dim(model)
         if not ids:
             return []
+        fields = [ID_FIELD, VECTOR_FIELD, METADATA_FIELD]
+        if thumbnails and self._thumbnails[name]:
+            fields.append(THUMBNAIL_FIELD)
         rows = self._call("get", model, lambda c, **kw: c.query(
             name, filter=self._ids_expr(list(dict.fromkeys(ids))),
-            output_fields=[ID_FIELD, VECTOR_FIELD, METADATA_FIELD], consistency_level=self._consistency(name), **kw))
+            output_fields=fields, consistency_level=self._consistency(name), **kw))
         by_id = {r[ID_FIELD]: r for r in rows}
         return [Record(id=i, vector=np.asarray(by_id[i][VECTOR_FIELD], dtype=np.float32),
-                       metadata=by_id[i].get(METADATA_FIELD) or {}) for i in dict.fromkeys(ids) if i in by_id]
+                       metadata=by_id[i].get(METADATA_FIELD) or {},
+                       thumbnail=base64.b64decode(by_id[i].get(THUMBNAIL_FIELD) or ""))
+                for i in dict.fromkeys(ids) if i in by_id]
 
     def delete(self, model: str, ids: list[str]) -> int:
         ids = list(dict.fromkeys(ids))
@@ -414,6 +440,7 @@ class MilvusVectorStore:
         name = collection_name(model)
         self._call("drop collection", model, lambda c, **kw: c.drop_collection(name, **kw))
         self._dims.pop(name, None)
+        self._thumbnails.pop(name, None)
 
     def __repr__(self) -> str:
         return f"MilvusVectorStore({self.uri!r}{', lite' if self.is_lite else ''})"
