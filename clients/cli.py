@@ -169,11 +169,15 @@ def serve_cmd(port: int = typer.Option(None), triton_url: list[str] = typer.Opti
 
 @app.command("up")
 def up_cmd(milvus_uri: str = typer.Option(None, help="use this Milvus instead of starting one"),
-           port: int = typer.Option(None, help="gateway port (default: settings.port)")) -> None:
-    """Start Triton, Milvus and the gateway on loopback (exporting models first if needed); Ctrl+C stops all."""
+           port: int = typer.Option(None, help="gateway port (default: settings.port)"),
+           web_port: int = typer.Option(None, help="web page port (default: settings.web_port; 0: no page)")) -> None:
+    """Start Triton, Milvus, the gateway and the web page on loopback (exporting models first if needed); Ctrl+C
+    stops all."""
+    import contextlib
     import signal
     import threading
 
+    from clients.web.serve import WebServer
     from launchers.stack import Stack
     from server.settings import Settings
 
@@ -181,8 +185,12 @@ def up_cmd(milvus_uri: str = typer.Option(None, help="use this Milvus instead of
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     settings = Settings()
-    with Stack(settings, milvus_uri=milvus_uri, gateway_port=port or settings.port) as stack:
+    web_port = settings.web_port if web_port is None else web_port
+    with Stack(settings, milvus_uri=milvus_uri, gateway_port=port or settings.port) as stack, \
+            (WebServer(stack.address, settings.host, web_port) if web_port else contextlib.nullcontext()) as web:
         console.print(f"[green]up[/]: search at [bold]{stack.address}[/]; Ctrl+C stops everything")
+        if web is not None:
+            console.print(f"web page: [bold]{web.url}[/] (API docs at {web.url}docs)")
         while not stop.is_set() and stack.running():
             stop.wait(1.0)
     console.print("stopped")

@@ -41,10 +41,25 @@ class SearchError(Exception):
 
 
 @dataclass
+class Explanation:
+    """Why a hit matched (see the proto's Explanation): per-region shares of the score, row-major."""
+
+    grid: tuple[int, int]
+    query_heatmap: list[float]
+    hit_heatmap: list[float]
+    non_spatial: float
+    query_overlay_png: bytes = b""
+    hit_overlay_png: bytes = b""
+
+
+@dataclass
 class Hit:
     id: str
     score: float
     metadata: dict
+    verdict: str = ""  # "EXACT", "NEAR_DUPLICATE", "SIMILAR"; "" when the model gives none
+    thumbnail: bytes = b""
+    explanation: Explanation | None = None
 
 
 @dataclass
@@ -124,12 +139,18 @@ def filters_to_proto(filters: dict | None) -> list[pb.FilterClause]:
 
 
 def search_request(model: str, image=None, vector=None, id: str | None = None, top_k: int = 10,
-                   filters: dict | None = None, output_fields: list[str] | None = None) -> pb.SearchRequest:
+                   filters: dict | None = None, output_fields: list[str] | None = None, *, explain: bool = False,
+                   explain_png: bool = False, region: tuple[float, float, float, float] | None = None,
+                   include_thumbnails: bool = False) -> pb.SearchRequest:
+    """``region``: (x0, y0, x1, y1) of the query image, normalised; ``explain_png`` implies ``explain``."""
     given = [x is not None for x in (image, vector, id)]
     if sum(given) != 1:
         raise ValueError("give exactly one of image=, vector= or id=")
     req = pb.SearchRequest(model=model, top_k=top_k, filters=filters_to_proto(filters),
-                           output_fields=output_fields or [])
+                           output_fields=output_fields or [], explain=explain or explain_png,
+                           explain_png=explain_png, include_thumbnails=include_thumbnails)
+    if region is not None:
+        req.region.CopyFrom(pb.Region(x0=region[0], y0=region[1], x1=region[2], y1=region[3]))
     if image is not None:
         req.image = image_bytes(image)
     elif vector is not None:
@@ -139,12 +160,25 @@ def search_request(model: str, image=None, vector=None, id: str | None = None, t
     return req
 
 
+def explanation_from_proto(h: pb.Hit) -> Explanation | None:
+    if not h.HasField("explanation"):
+        return None
+    e = h.explanation
+    return Explanation((e.grid_h, e.grid_w), list(e.query_heatmap), list(e.hit_heatmap), e.non_spatial,
+                       e.query_overlay_png, e.hit_overlay_png)
+
+
+def verdict_name(v: int) -> str:
+    return "" if v == pb.VERDICT_UNSPECIFIED else pb.Verdict.Name(v).removeprefix("VERDICT_")
+
+
 def result_from_proto(r: pb.SearchResponse) -> SearchResult:
     t = r.timings
-    return SearchResult(r.model, [Hit(h.id, h.score, {k: from_value(v) for k, v in h.metadata.items()})
+    return SearchResult(r.model, [Hit(h.id, h.score, {k: from_value(v) for k, v in h.metadata.items()},
+                                      verdict_name(h.verdict), h.thumbnail, explanation_from_proto(h))
                                   for h in r.hits],
                         {"decode_ms": t.decode_ms, "embed_ms": t.embed_ms, "search_ms": t.search_ms,
-                         "total_ms": t.total_ms})
+                         "explain_ms": t.explain_ms, "total_ms": t.total_ms})
 
 
 def upsert_requests(items: Iterable[Item], model: str) -> Iterator[pb.UpsertRequest]:
@@ -187,8 +221,9 @@ class SearchClient:
         raise AssertionError("unreachable")
 
     def search(self, model: str, image=None, vector=None, id: str | None = None, top_k: int = 10,
-               filters: dict | None = None, output_fields: list[str] | None = None) -> SearchResult:
-        req = search_request(model, image, vector, id, top_k, filters, output_fields)
+               filters: dict | None = None, output_fields: list[str] | None = None, **options) -> SearchResult:
+        """``options``: ``explain``, ``explain_png``, ``region``, ``include_thumbnails`` (see ``search_request``)."""
+        req = search_request(model, image, vector, id, top_k, filters, output_fields, **options)
         return result_from_proto(self._call(self.stub.Search, req))
 
     def search_batch(self, requests: list[pb.SearchRequest]) -> list[SearchResult]:
@@ -226,9 +261,13 @@ class SearchClient:
     def delete(self, model: str, ids: list[str]) -> int:
         return self._call(self.stub.Delete, pb.DeleteRequest(model=model, ids=ids)).deleted
 
-    def get(self, model: str, ids: list[str], include_vectors: bool = False) -> list[Item]:
-        reply = self._call(self.stub.Get, pb.GetRequest(model=model, ids=ids, include_vectors=include_vectors))
-        return [Item(i.id, vector=np.asarray(i.vector.values, dtype=np.float32) if include_vectors else None,
+    def get(self, model: str, ids: list[str], include_vectors: bool = False,
+            include_thumbnails: bool = False) -> list[Item]:
+        """Stored items; with ``include_thumbnails`` an item's ``image`` is its stored thumbnail (bytes, or None)."""
+        reply = self._call(self.stub.Get, pb.GetRequest(model=model, ids=ids, include_vectors=include_vectors,
+                                                        include_thumbnails=include_thumbnails))
+        return [Item(i.id, image=i.thumbnail or None,
+                     vector=np.asarray(i.vector.values, dtype=np.float32) if include_vectors else None,
                      metadata={k: from_value(v) for k, v in i.metadata.items()}) for i in reply.items]
 
     def list_models(self) -> list[ModelInfo]:
@@ -261,8 +300,9 @@ class AsyncSearchClient:
             raise SearchError(e.code().name, e.details() or "") from None
 
     async def search(self, model: str, image=None, vector=None, id: str | None = None, top_k: int = 10,
-                     filters: dict | None = None, output_fields: list[str] | None = None) -> SearchResult:
-        req = search_request(model, image, vector, id, top_k, filters, output_fields)
+                     filters: dict | None = None, output_fields: list[str] | None = None,
+                     **options) -> SearchResult:
+        req = search_request(model, image, vector, id, top_k, filters, output_fields, **options)
         return result_from_proto(await self._call(self.stub.Search, req))
 
     async def upsert(self, items: Iterable[Item], model: str) -> UpsertResult:
