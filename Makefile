@@ -13,7 +13,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install demo test lint typecheck check bench bench-quick train eval eval-quick soak clean
 
-install: $(STAMP) $(FMNIST) $(STUBS) $(NODE_STAMP)
+CHROMEDRIVER := /usr/bin/chromedriver
+
+install: $(STAMP) $(FMNIST) $(STUBS) $(NODE_STAMP) $(CHROMEDRIVER)
 
 # torch first and pinned: the CPU wheel lies on local disk, while an unpinned `torch` from an index would
 # pull a multi-GB CUDA build.
@@ -42,6 +44,11 @@ $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
 
 $(FMNIST):
 	$(SUDO) apt-get install -y -q dataset-fashion-mnist || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist; }
+
+# Debian's chromium and its driver, for the web page's browser tests (selenium drives the system browser; nothing
+# is downloaded at test time)
+$(CHROMEDRIVER):
+	$(SUDO) apt-get install -y -q chromium chromium-driver || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver; }
 
 demo: install
 	$(BIN)/vsearch demo

@@ -23,5 +23,6 @@ def overlay_png(pixels: np.ndarray, heatmap: np.ndarray, side: int) -> bytes:
     alpha = (MAX_ALPHA * np.clip(strength, 0, 1))[..., None]
     blended = np.asarray(image, dtype=np.float32) * (1 - alpha) + colour * alpha
     buf = io.BytesIO()
-    Image.fromarray(blended.round().astype(np.uint8)).save(buf, "PNG")
+    # zlib level 1: a third of the default level's time for a few percent more bytes (20 overlays per search)
+    Image.fromarray(blended.round().astype(np.uint8)).save(buf, "PNG", compress_level=1)
     return buf.getvalue()
