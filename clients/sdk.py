@@ -168,7 +168,7 @@ def explanation_from_proto(h: pb.Hit) -> Explanation | None:
                        e.query_overlay_png, e.hit_overlay_png)
 
 
-def verdict_name(v: int) -> str:
+def verdict_name(v: pb.Verdict.ValueType) -> str:
     return "" if v == pb.VERDICT_UNSPECIFIED else pb.Verdict.Name(v).removeprefix("VERDICT_")
 
 
