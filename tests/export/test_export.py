@@ -79,3 +79,19 @@ def test_every_target_renders_a_valid_config_from_settings(target):
 def test_unknown_target_is_rejected():
     with pytest.raises(ValueError, match="unknown export target"):
         render_config(CNN_MODEL, 224, {"embedding": [1280]}, "tpu", triton_model_config(Settings()))
+
+
+@pytest.mark.parametrize("model", SERVED_MODELS)
+def test_served_graph_declares_patch_contributions_and_stale_exports_are_detected(exported_repository, model):
+    from extractors.contributions import served_outputs
+    from extractors.tensor_names import PATCH_CONTRIBUTIONS_OUTPUT
+    from launchers.exporting import lacks_outputs
+
+    repo, _ = exported_repository
+    path = repo / model / "1" / "model.onnx"
+    config = parse_config((repo / model / "config.pbtxt").read_text())
+    assert [o.name for o in config.output] == served_outputs(model)
+    assert PATCH_CONTRIBUTIONS_OUTPUT in [o.name for o in config.output]
+    assert not lacks_outputs(path, served_outputs(model))
+    # An export from before the output (or any graph missing one) is re-exported by `vsearch up`.
+    assert lacks_outputs(path, [*served_outputs(model), "an_output_from_the_future"])
