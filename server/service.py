@@ -26,7 +26,7 @@ from server.hit_details import add_details
 from server.imaging import Box, decode, open_image, to_model_input
 from server.metrics import GatewayMetrics
 from server.settings import Settings
-from server.validation import InvalidRequest, check_id, check_ids, check_region, check_top_k
+from server.validation import InvalidRequest, check_explain, check_id, check_ids, check_region, check_top_k
 from server.vector_store import FilterClause, Hit, VectorStore, VectorStoreUnavailable
 from visualsearch.v1 import search_pb2 as pb
 from visualsearch.v1 import search_pb2_grpc
@@ -224,8 +224,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         s = self.settings
         model = await self._model(req.model)
         top_k = check_top_k(req.top_k, s.default_top_k, s.max_top_k)
-        if req.explain_png and not req.explain:
-            raise InvalidRequest("explain_png draws the explanation: set explain too")
+        check_explain(req.explain, req.explain_png, top_k, s.max_explain_top_k)
         if req.explain and not model.regions:
             raise RpcError(grpc.StatusCode.FAILED_PRECONDITION,
                            f"model {model.name} cannot explain its hits: its served graph has no patch_contributions "

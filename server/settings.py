@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     # --- A web page for people, and "why is this similar" through the API ---
     thumbnail_px: int = Field(64, description="longer side of the thumbnail stored with each upserted image (PNG "
                               "when grey, JPEG otherwise; smaller images kept as they are); 0 = no thumbnails")
+    max_explain_top_k: int = Field(100, description="most hits one explained search returns (explain embeds each "
+                                   "hit's thumbnail)")
     overlay_px: int = Field(160, description="side of the PNG heatmap overlays Search returns with explain_png")
     web_port: int = Field(8080, description="port of the web page `vsearch up` serves (clients/web)")
 

@@ -157,3 +157,11 @@ def check_region(x0: float, y0: float, x1: float, y1: float, is_image_query: boo
         raise InvalidRequest(f"region ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is not a box inside the image: use normalised "
                              "coordinates with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1")
     return box
+
+
+def check_explain(explain: bool, explain_png: bool, top_k: int, max_top_k: int) -> None:
+    """explain embeds every hit's thumbnail: its cost grows with top_k, so it has its own bound."""
+    if explain_png and not explain:
+        raise InvalidRequest("explain_png draws the explanation: set explain too")
+    if explain and top_k > max_top_k:
+        raise InvalidRequest(f"explain takes top_k up to {max_top_k} (each hit's thumbnail is embedded), got {top_k}")

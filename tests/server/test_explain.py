@@ -92,6 +92,7 @@ def test_region_and_explain_png_misuse_say_what_to_fix(gateway, stored):
     for request, message in [
         (pb.SearchRequest(model=VIT_MODEL, id=ids[0], region=pb.Region(x0=0, y0=0, x1=1, y1=1)), "image queries only"),
         (pb.SearchRequest(model=VIT_MODEL, id=ids[0], explain_png=True), "set explain too"),
+        (pb.SearchRequest(model=VIT_MODEL, id=ids[0], explain=True, top_k=101), "explain takes top_k up to 100"),
     ]:
         with pytest.raises(grpc.RpcError) as e:
             stub.Search(request, timeout=30)
