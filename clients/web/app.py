@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Annotated
@@ -96,16 +97,18 @@ def create_app(gateway: str, timeout_s: float = 60.0) -> FastAPI:
                   "endpoint is one call of the gateway's gRPC API; errors carry its status and message.",
                   version="1")
     clients: OrderedDict[str | None, SearchClient] = OrderedDict()
+    lock = threading.Lock()  # endpoints run in FastAPI's thread pool
 
     def client(authorization: str | None) -> SearchClient:
         token = _token(authorization)
-        if token in clients:
-            clients.move_to_end(token)
-        else:
-            clients[token] = SearchClient(gateway, token=token, timeout=timeout_s, retries=1)
-            if len(clients) > MAX_CLIENTS:
-                clients.popitem(last=False)[1].close()
-        return clients[token]
+        with lock:
+            if token in clients:
+                clients.move_to_end(token)
+            else:
+                clients[token] = SearchClient(gateway, token=token, timeout=timeout_s, retries=1)
+                if len(clients) > MAX_CLIENTS:
+                    clients.popitem(last=False)[1].close()
+            return clients[token]
 
     @app.exception_handler(SearchError)
     async def grpc_error(request: Request, e: SearchError) -> JSONResponse:
