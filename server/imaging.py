@@ -54,6 +54,22 @@ def open_image(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
     return im
 
 
+# Bytes per decoded pixel by Pillow mode (modes not listed: 4). Converting to RGB adds 3 per pixel; alpha
+# compositing and 16/32-bit rescaling hold further full-size copies (extractors.imaging.to_rgb).
+MODE_BYTES = {"1": 1, "L": 1, "P": 1, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3, "I;16": 2, "I;16B": 2, "I;16L": 2,
+              "LA": 2, "PA": 2}
+EXTRA_COPY_BYTES = {"RGBA": 8, "LA": 8, "PA": 8, "P": 8, "I": 8, "F": 8, "I;16": 8, "I;16B": 8, "I;16L": 8}
+
+
+def decode_cost(im: Image.Image, size: int) -> int:
+    """Peak bytes that decoding this opened image into model input will hold, from its header alone (a JPEG is
+    first set to decode at the smallest 1/2^k scale still >= size, so its cost is that of the reduced image)."""
+    if im.format == "JPEG":
+        im.draft("RGB", (size, size))  # idempotent: to_model_input's own call then changes nothing
+    w, h = im.size
+    return w * h * (MODE_BYTES.get(im.mode, 4) + 3 + EXTRA_COPY_BYTES.get(im.mode, 0))
+
+
 def to_model_input(im: Image.Image, size: int) -> np.ndarray:
     """An opened (header-checked) image -> uint8 [3, size, size] RGB: EXIF orientation applied, then resized."""
     try:
