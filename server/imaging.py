@@ -54,20 +54,33 @@ def open_image(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
     return im
 
 
-# Bytes per decoded pixel by Pillow mode (modes not listed: 4). Converting to RGB adds 3 per pixel; alpha
-# compositing and 16/32-bit rescaling hold further full-size copies (extractors.imaging.to_rgb).
-MODE_BYTES = {"1": 1, "L": 1, "P": 1, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3, "I;16": 2, "I;16B": 2, "I;16L": 2,
-              "LA": 2, "PA": 2}
-EXTRA_COPY_BYTES = {"RGBA": 8, "LA": 8, "PA": 8, "P": 8, "I": 8, "F": 8, "I;16": 8, "I;16B": 8, "I;16L": 8}
+def _pixel_bytes(mode: str) -> int:
+    """Bytes per pixel of a Pillow image in memory: 1 for 1/L/P, 2 for 16-bit grey, else 4 (RGB is stored as 32 bit)."""
+    return 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
+
+
+def _conversion_bytes(im: Image.Image) -> int:
+    """Bytes per pixel that extractors.imaging.to_rgb holds besides the decoded image: none for RGB, an RGB copy
+    for most modes, a white background, an RGBA copy and the composite for transparency, the float64 and 8-bit
+    arrays for 16/32-bit grey."""
+    if im.mode == "RGB":
+        return 0
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        return 4 * 4
+    if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+        return 8 + 1 + 1 + 4
+    return 4
 
 
 def decode_cost(im: Image.Image, size: int) -> int:
-    """Peak bytes that decoding this opened image into model input will hold, from its header alone (a JPEG is
-    first set to decode at the smallest 1/2^k scale still >= size, so its cost is that of the reduced image)."""
+    """Peak bytes that decoding this opened image into model input holds, from its header alone (a JPEG is first
+    set to decode at the smallest 1/2^k scale still >= size, so its cost is that of the reduced image). EXIF may
+    ask for a rotation, which copies the image once more."""
     if im.format == "JPEG":
         im.draft("RGB", (size, size))  # idempotent: to_model_input's own call then changes nothing
     w, h = im.size
-    return w * h * (MODE_BYTES.get(im.mode, 4) + 3 + EXTRA_COPY_BYTES.get(im.mode, 0))
+    per_pixel = _pixel_bytes(im.mode) * (2 if "exif" in im.info else 1) + _conversion_bytes(im)
+    return w * h * per_pixel
 
 
 def to_model_input(im: Image.Image, size: int) -> np.ndarray:
