@@ -1,0 +1,182 @@
+"""The run: the stack up with ``Settings()``, the Fashion-MNIST index ready and settled, the bundled photos indexed
+(the photo indexing rate), then for each workload the offered rate stepped up with Poisson arrivals; per step the
+latency percentiles and the CPU time of every process; and in the same run, ONNX Runtime alone embedding photos
+with the served EfficientNet (the model-only throughput the photo figures are compared with)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from benchmarks.common import CACHE, MILVUS_SETTLE_S, console, finish, loadavg
+from benchmarks.cpu import CpuMeter
+from benchmarks.gateway_search.benchmark import SETTLE_QUICK_S, prepare_index
+from benchmarks.gateway_search.load import TOP_K, query_images
+from benchmarks.open_loop.arrivals import poisson_step
+from benchmarks.open_loop.plot import plot_curves
+from launchers.ports import free_port
+from launchers.stack import Stack
+from server.settings import Settings
+from visualsearch.v1 import search_pb2 as pb
+from visualsearch.v1 import search_pb2_grpc
+
+NAME = "open_loop"
+OBJECTIVE_P99_MS = 50.0
+TARGET_FMNIST_QPS = 800.0  # the issue's target for Fashion-MNIST search by image on 2 cores
+TARGET_FRACTION_OF_ORT = 0.85  # photo search and photo indexing against ONNX Runtime alone
+CHANNELS = 8
+DEADLINE_S = 1.0  # every call's deadline: past capacity the answer is a refusal or a timeout, not a growing queue
+PHOTO_SIDE = 800  # photos are sent as JPEGs of this longest side, as a phone or a web page would
+FMNIST_RATES = (100, 200, 300, 400, 500, 600, 700, 800, 1000)
+PHOTO_RATES = (5, 10, 15, 20, 30, 40, 60)
+QUICK_FMNIST_RATES = (20, 60)
+QUICK_PHOTO_RATES = (4,)
+ORT_BATCH = 16
+MILVUS_DATA = CACHE / "milvus-fmnist"  # shared with gateway_search: the 70k index is built once
+
+
+def photo_jpegs(n: int | None) -> tuple[list[str], list[bytes]]:
+    """Ids and JPEG bytes (longest side PHOTO_SIDE) of the bundled photos."""
+    from PIL import Image
+
+    from extractors.datasets.photos import photo_paths
+
+    ids, out = [], []
+    for photo_id, path in photo_paths()[:n]:
+        im = Image.open(path).convert("RGB")
+        im.thumbnail((PHOTO_SIDE, PHOTO_SIDE))
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=90)
+        ids.append(photo_id)
+        out.append(buf.getvalue())
+    return ids, out
+
+
+def index_photos(address: str, model: str, ids: list[str], jpegs: list[bytes], batch: int = 16,
+                 streams: int = 4) -> dict:
+    """The photos upserted as the SDK sends them (streams of ``batch`` items, ``streams`` at a time): images per
+    second end to end."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    chunks = [list(range(i, min(i + batch, len(ids)))) for i in range(0, len(ids), batch)]
+    with grpc.insecure_channel(address) as channel:
+        stub = search_pb2_grpc.SearchServiceStub(channel)
+
+        def send(chunk: list[int]) -> pb.UpsertResponse:
+            return stub.Upsert(iter([pb.UpsertRequest(model=model, id=ids[i], image=jpegs[i]) for i in chunk]),
+                               timeout=300)
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(streams) as pool:
+            replies = list(pool.map(send, chunks))
+        seconds = time.perf_counter() - t0
+    return {"images": len(ids), "upserted": sum(r.upserted for r in replies),
+            "errors": sum(len(r.errors) for r in replies), "batch": batch, "streams": streams,
+            "seconds": round(seconds, 2), "images_per_s": round(len(ids) / seconds, 1)}
+
+
+def onnxruntime_alone(onnx: Path, jpegs: list[bytes], size: int, seconds: float) -> dict:
+    """Images per second of ONNX Runtime embedding decoded photos in batches of ORT_BATCH, in this process, with
+    as many threads as cores: the model's own throughput, without decoding, Triton or the gateway."""
+    import onnxruntime as ort
+    from PIL import Image
+
+    from extractors.imaging import to_model_input
+
+    pixels = np.stack([to_model_input(Image.open(io.BytesIO(b)), size) for b in jpegs[:ORT_BATCH]])
+    while len(pixels) < ORT_BATCH:
+        pixels = np.concatenate([pixels, pixels])[:ORT_BATCH]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    session = ort.InferenceSession(str(onnx), options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: pixels}
+    session.run(None, feed)  # warm-up
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        session.run(None, feed)
+        n += ORT_BATCH
+    elapsed = time.perf_counter() - t0
+    return {"batch": ORT_BATCH, "threads": options.intra_op_num_threads, "images": n, "seconds": round(elapsed, 2),
+            "images_per_s": round(n / elapsed, 1)}
+
+
+async def _curve(address: str, model: str, images: list[bytes], rates: Sequence[float], seconds: float,
+                 pids: dict[str, int | None]) -> list[dict]:
+    channels = [grpc.aio.insecure_channel(address) for _ in range(CHANNELS)]
+    stubs = [search_pb2_grpc.SearchServiceStub(c) for c in channels]
+
+    async def call(i: int, channel: int) -> None:
+        await stubs[channel].Search(pb.SearchRequest(model=model, image=images[i % len(images)], top_k=TOP_K),
+                                    timeout=DEADLINE_S)
+
+    rows = []
+    try:
+        await poisson_step(call, rates[0], min(seconds, 2.0), CHANNELS, seed=99)  # warm-up: channels, pools
+        for step, rate in enumerate(rates):
+            meter = CpuMeter(pids)
+            meter.start()
+            result = await poisson_step(call, rate, seconds, CHANNELS, seed=step)
+            cpu = meter.stop()
+            row = result.row()
+            row["cpu_ms_per_query"] = {k: round(v * 1e3 / max(result.ok, 1), 3) for k, v in cpu.items()}
+            row["cpu_ms_per_query_total"] = round(sum(row["cpu_ms_per_query"].values()), 3)
+            row["loadavg_1m"] = loadavg()
+            rows.append(row)
+            console.print(f"{model} {rate}/s offered: {row['served_qps']}/s served, p50 {row['p50_ms']} ms, "
+                          f"p99 {row['p99_ms']} ms, failed {row['failed']}, CPU ms/query {row['cpu_ms_per_query']}")
+    finally:
+        for c in channels:
+            await c.close()
+    return rows
+
+
+def best_rate(rows: list[dict], objective_ms: float = OBJECTIVE_P99_MS) -> float | None:
+    """The highest offered rate whose p99 (over all offered calls) met the objective."""
+    ok = [r["offered_qps"] for r in rows if r["p99_ms"] is not None and r["p99_ms"] <= objective_ms]
+    return max(ok) if ok else None
+
+
+def run(quick: bool = False, seconds: float | None = None) -> dict:
+    n_index = 1000 if quick else 70000
+    seconds = seconds or (1.5 if quick else 8.0)
+    settings = Settings()
+    vit, cnn = settings.models[0], settings.models[1]
+    results: dict = {"quick": quick, "seconds_per_step": seconds, "channels": CHANNELS, "deadline_s": DEADLINE_S,
+                     "objective_p99_ms": OBJECTIVE_P99_MS, "top_k": TOP_K, "indexed": n_index,
+                     "settings": {"coalesce_max_batch": settings.coalesce_max_batch,
+                                  "coalesce_max_in_flight": settings.coalesce_max_in_flight,
+                                  "triton_instance_count": settings.triton_instance_count,
+                                  "max_searches_in_flight": settings.max_searches_in_flight,
+                                  "decode_workers": settings.decode_workers},
+                     "loadavg_1m": {"start": loadavg()}}
+    with tempfile.TemporaryDirectory() as tmp, Stack(settings.model_copy(update={
+            "milvus_data_dir": Path(tmp) / "milvus" if quick else MILVUS_DATA}), gateway_port=free_port()) as stack:
+        address = stack.gateway.address
+        pids = {"client": os.getpid(), "gateway": stack.gateway.proc.pid, "triton": stack.triton.pid,
+                "milvus": stack.milvus.pid if stack.milvus else None}
+        results["index"] = prepare_index(address, stack.milvus.uri, vit, n_index,
+                                         SETTLE_QUICK_S if quick else MILVUS_SETTLE_S)
+        ids, jpegs = photo_jpegs(24 if quick else None)
+        results["photo_indexing"] = index_photos(address, cnn, ids, jpegs)
+        console.print(f"photo indexing: {results['photo_indexing']}")
+        onnx = Path(stack.settings.model_repository) / cnn / "1" / "model.onnx"
+        results["onnxruntime_alone"] = onnxruntime_alone(onnx, jpegs, 224, 2.0 if quick else 15.0)
+        console.print(f"ONNX Runtime alone: {results['onnxruntime_alone']}")
+        results["fmnist"] = {"model": vit, "rows": asyncio.run(_curve(
+            address, vit, query_images(64 if quick else 256), QUICK_FMNIST_RATES if quick else FMNIST_RATES,
+            seconds, pids))}
+        results["photos"] = {"model": cnn, "indexed": len(ids), "rows": asyncio.run(_curve(
+            address, cnn, jpegs, QUICK_PHOTO_RATES if quick else PHOTO_RATES, seconds, pids))}
+    for key in ("fmnist", "photos"):
+        results[key]["best_rate"] = best_rate(results[key]["rows"])
+    results["loadavg_1m"]["end"] = loadavg()
+    results["plot"] = plot_curves(results)
+    return finish(NAME, results)
