@@ -22,6 +22,7 @@ from benchmarks.gateway_search.benchmark import SETTLE_QUICK_S, prepare_index
 from benchmarks.gateway_search.load import TOP_K, query_images
 from benchmarks.open_loop.arrivals import poisson_step
 from benchmarks.open_loop.plot import plot_curves
+from launchers.gateway import GatewayProcess
 from launchers.ports import free_port
 from launchers.stack import Stack
 from server.settings import Settings
@@ -41,6 +42,14 @@ QUICK_FMNIST_RATES = (20, 60)
 QUICK_PHOTO_RATES = (4,)
 ORT_BATCH = 16
 MILVUS_DATA = CACHE / "milvus-fmnist"  # shared with gateway_search: the 70k index is built once
+# Tuning candidates, each measured on the Fashion-MNIST curve in the same run as the defaults (a gateway restarted
+# with these settings against the same Triton and Milvus), so before/after share the machine's conditions.
+VARIANTS: dict[str, dict[str, str]] = {
+    "coalescer: 2 batches in flight": {"VSEARCH_COALESCE_MAX_IN_FLIGHT": "2"},
+    "coalescer: batches of at most 16": {"VSEARCH_COALESCE_MAX_BATCH": "16"},
+    "decode: every image in the thread pool": {"VSEARCH_INLINE_DECODE_MAX_PIXELS": "0"},
+}
+QUICK_VARIANTS = dict(list(VARIANTS.items())[:1])
 
 
 def photo_jpegs(n: int | None) -> tuple[list[str], list[bytes]]:
@@ -175,6 +184,15 @@ def run(quick: bool = False, seconds: float | None = None) -> dict:
             seconds, pids))}
         results["photos"] = {"model": cnn, "indexed": len(ids), "rows": asyncio.run(_curve(
             address, cnn, jpegs, QUICK_PHOTO_RATES if quick else PHOTO_RATES, seconds, pids))}
+        stack.gateway.stop()  # the variants each get a gateway of their own; the default one is done
+        results["variants"] = {}
+        for label, env in (QUICK_VARIANTS if quick else VARIANTS).items():
+            with GatewayProcess([stack.triton.grpc_url], stack.milvus.uri, env=env) as gateway:
+                console.print(f"variant {label}: {env}")
+                rows = asyncio.run(_curve(gateway.address, vit, query_images(64 if quick else 256),
+                                          QUICK_FMNIST_RATES[-1:] if quick else FMNIST_RATES, seconds,
+                                          {**pids, "gateway": gateway.proc.pid if gateway.proc else None}))
+            results["variants"][label] = {"env": env, "rows": rows, "best_rate": best_rate(rows)}
     for key in ("fmnist", "photos"):
         results[key]["best_rate"] = best_rate(results[key]["rows"])
     results["loadavg_1m"]["end"] = loadavg()

@@ -34,6 +34,8 @@ def test_every_step_offered_its_rate_and_served_it(quick_result):
             assert set(r["cpu_ms_per_query"]) >= {"client", "gateway", "triton", "milvus"}
             assert r["cpu_ms_per_query"]["gateway"] > 0
         assert result[key]["best_rate"] == open_loop.benchmark.best_rate(rows)
+    for variant in result["variants"].values():  # a tuning candidate, measured in the same run
+        assert variant["rows"] and all(r["ok"] == r["sent"] > 0 for r in variant["rows"])
 
 
 def test_photo_indexing_and_onnxruntime_alone_were_measured(quick_result):
@@ -50,6 +52,7 @@ def test_the_curve_png_and_the_section_come_from_the_result(quick_result):
     md = open_loop.markdown(result)
     assert md.startswith("## Throughput at a latency objective")
     assert f"![latency against offered rate]({result['plot']})" in md
+    assert all(label in md for label in result["variants"])
     for t in open_loop.targets(result):
         assert isinstance(t.met, bool) and t.measured
 
