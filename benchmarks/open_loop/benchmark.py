@@ -36,6 +36,9 @@ TARGET_FRACTION_OF_ORT = 0.85  # photo search and photo indexing against ONNX Ru
 CHANNELS = 8
 DEADLINE_S = 1.0  # every call's deadline: past capacity the answer is a refusal or a timeout, not a growing queue
 PHOTO_SIDE = 800  # photos are sent as JPEGs of this longest side, as a phone or a web page would
+# The bundled photos are few (39 installed here): indexing sends each this many times under distinct ids, so the
+# rate is measured over hundreds of images (39 x 16 = 624, the issue's count); every copy is decoded and embedded.
+PHOTO_COPIES = 16
 FMNIST_RATES = (100, 200, 300, 400, 500, 600, 700, 800, 1000)
 PHOTO_RATES = (5, 10, 15, 20, 30, 40, 60)
 QUICK_FMNIST_RATES = (20, 60)
@@ -69,12 +72,14 @@ def photo_jpegs(n: int | None) -> tuple[list[str], list[bytes]]:
     return ids, out
 
 
-def index_photos(address: str, model: str, ids: list[str], jpegs: list[bytes], batch: int = 16,
+def index_photos(address: str, model: str, ids: list[str], jpegs: list[bytes], copies: int, batch: int = 16,
                  streams: int = 4) -> dict:
-    """The photos upserted as the SDK sends them (streams of ``batch`` items, ``streams`` at a time): images per
-    second end to end."""
+    """The photos upserted ``copies`` times (ids ``ID`` then ``ID#k``) as the SDK sends them (streams of ``batch``
+    items, ``streams`` at a time): images per second end to end."""
     from concurrent.futures import ThreadPoolExecutor
 
+    ids = [i if k == 0 else f"{i}#{k}" for k in range(copies) for i in ids]
+    jpegs = jpegs * copies
     chunks = [list(range(i, min(i + batch, len(ids)))) for i in range(0, len(ids), batch)]
     with grpc.insecure_channel(address) as channel:
         stub = search_pb2_grpc.SearchServiceStub(channel)
@@ -174,7 +179,7 @@ def run(quick: bool = False, seconds: float | None = None) -> dict:
         results["index"] = prepare_index(address, stack.milvus.uri, vit, n_index,
                                          SETTLE_QUICK_S if quick else MILVUS_SETTLE_S)
         ids, jpegs = photo_jpegs(24 if quick else None)
-        results["photo_indexing"] = index_photos(address, cnn, ids, jpegs)
+        results["photo_indexing"] = index_photos(address, cnn, ids, jpegs, 1 if quick else PHOTO_COPIES)
         console.print(f"photo indexing: {results['photo_indexing']}")
         onnx = Path(stack.settings.model_repository) / cnn / "1" / "model.onnx"
         results["onnxruntime_alone"] = onnxruntime_alone(onnx, jpegs, 224, 2.0 if quick else 15.0)
@@ -182,7 +187,7 @@ def run(quick: bool = False, seconds: float | None = None) -> dict:
         results["fmnist"] = {"model": vit, "rows": asyncio.run(_curve(
             address, vit, query_images(64 if quick else 256), QUICK_FMNIST_RATES if quick else FMNIST_RATES,
             seconds, pids))}
-        results["photos"] = {"model": cnn, "indexed": len(ids), "rows": asyncio.run(_curve(
+        results["photos"] = {"model": cnn, "indexed": results["photo_indexing"]["upserted"], "rows": asyncio.run(_curve(
             address, cnn, jpegs, QUICK_PHOTO_RATES if quick else PHOTO_RATES, seconds, pids))}
         stack.gateway.stop()  # the variants each get a gateway of their own; the default one is done
         results["variants"] = {}
