@@ -106,7 +106,6 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         self.metrics = metrics
         self._models: dict[str, ModelDescription] = {}
         self._collections: set[str] = set()
-        # Concurrent searches with the same BatchKey share their backend calls (see server/batching.py).
         # Serving under load: decode memory budget, bounded queries in flight, live recall (issue 17).
         self.load = LoadMetrics(metrics.registry)
         self.decoding = DecodeAdmission(settings.decode_budget_bytes, settings.decode_workers,
@@ -114,6 +113,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         self.slots = QuerySlots(settings.max_searches_in_flight, settings.retry_after_min_ms, self.load)
         self.live_recall = LiveRecall(store, settings.live_recall_sample_rate, settings.live_recall_queue,
                                       settings.live_recall_reference_ef, self.load)
+        # Concurrent searches with the same BatchKey share their backend calls (see server/batching.py).
         self._batches: Coalescer[BatchKey, Query, BatchResult] = Coalescer(
             self._run_batch, settings.coalesce_max_batch, settings.coalesce_max_in_flight,
             on_drop=lambda reason, n: self.load.expired.labels(reason).inc(n))

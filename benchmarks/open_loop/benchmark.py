@@ -44,7 +44,8 @@ PHOTO_RATES = (5, 10, 15, 20, 30, 40, 60)
 QUICK_FMNIST_RATES = (20, 60)
 QUICK_PHOTO_RATES = (4,)
 ORT_BATCH = 16
-MILVUS_DATA = CACHE / "milvus-fmnist"  # shared with gateway_search: the 70k index is built once
+FULL_INDEX = 70000  # every Fashion-MNIST image
+MILVUS_DATA = CACHE / "milvus-fmnist"  # shared with gateway_search: the 70k index is built once and kept
 # Tuning candidates, each measured on the Fashion-MNIST curve in the same run as the defaults (a gateway restarted
 # with these settings against the same Triton and Milvus), so before/after share the machine's conditions.
 VARIANTS: dict[str, dict[str, str]] = {
@@ -158,8 +159,9 @@ def best_rate(rows: list[dict], objective_ms: float = OBJECTIVE_P99_MS) -> float
     return max(ok) if ok else None
 
 
-def run(quick: bool = False, seconds: float | None = None) -> dict:
-    n_index = 1000 if quick else 70000
+def run(quick: bool = False, seconds: float | None = None, n_index: int | None = None) -> dict:
+    """``n_index``: a smaller Fashion-MNIST index than the full 70,000 (a trial of the full steps)."""
+    n_index = n_index or (1000 if quick else FULL_INDEX)
     seconds = seconds or (1.5 if quick else 8.0)
     settings = Settings()
     vit, cnn = settings.models[0], settings.models[1]
@@ -172,12 +174,13 @@ def run(quick: bool = False, seconds: float | None = None) -> dict:
                                   "decode_workers": settings.decode_workers},
                      "loadavg_1m": {"start": loadavg()}}
     with tempfile.TemporaryDirectory() as tmp, Stack(settings.model_copy(update={
-            "milvus_data_dir": Path(tmp) / "milvus" if quick else MILVUS_DATA}), gateway_port=free_port()) as stack:
+            "milvus_data_dir": MILVUS_DATA if n_index == FULL_INDEX else Path(tmp) / "milvus"}),
+            gateway_port=free_port()) as stack:
         address = stack.gateway.address
         pids = {"client": os.getpid(), "gateway": stack.gateway.proc.pid, "triton": stack.triton.pid,
                 "milvus": stack.milvus.pid if stack.milvus else None}
         results["index"] = prepare_index(address, stack.milvus.uri, vit, n_index,
-                                         SETTLE_QUICK_S if quick else MILVUS_SETTLE_S)
+                                         MILVUS_SETTLE_S if n_index == FULL_INDEX else SETTLE_QUICK_S)
         ids, jpegs = photo_jpegs(24 if quick else None)
         results["photo_indexing"] = index_photos(address, cnn, ids, jpegs, 1 if quick else PHOTO_COPIES)
         console.print(f"photo indexing: {results['photo_indexing']}")
