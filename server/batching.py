@@ -44,7 +44,7 @@ class Coalescer(Generic[K, T, R]):
         self.max_in_flight = max_in_flight
         self.on_drop = on_drop  # (reason "deadline" | "cancelled", count) for each drop of queued calls
         self._pending: dict[K, list[tuple[T, asyncio.Future, float]]] = {}
-        self._batch_s: float | None = None  # running estimate of a batch's duration (all keys: they share backends)
+        self.cost = BatchCost()  # all keys: they share the backends
         self._in_flight: dict[K, int] = {}
         self._tasks: set[asyncio.Task] = set()
         self.batches = 0  # counters for tests and metrics: how much coalescing happened
@@ -68,8 +68,8 @@ class Coalescer(Generic[K, T, R]):
     def expected_wait_s(self, key: K, items: int = 1) -> float:
         """About how long ``items`` submitted now under ``key`` would take to be answered: the batches queued
         ahead of them (and a full round of those in flight), then their own, at the recent batch duration."""
-        batch_s = self._batch_s or 0.0
         queued = len(self._pending.get(key, ()))
+        batch_s = self.cost.seconds(min(queued + items, self.max_batch))
         busy = self._in_flight.get(key, 0) >= self.max_in_flight
         rounds = (queued + items + self.max_batch - 1) // self.max_batch / self.max_in_flight
         return (rounds + busy) * batch_s
@@ -127,8 +127,31 @@ class Coalescer(Generic[K, T, R]):
                     future.set_exception(e)
         finally:
             took = time.monotonic() - t0
-            self._batch_s = took if self._batch_s is None else self._batch_s + EWMA_WEIGHT * (took - self._batch_s)
+            self.cost.add(len(batch), took)
             self._in_flight[key] -= 1
             if not self._in_flight[key]:
                 del self._in_flight[key]
             self._start(key)
+
+
+class BatchCost:
+    """How long a batch of n items takes: a + b * n (a per-call cost, then per item), fitted to the recent batches
+    by least squares with exponential forgetting. A deep queue leaves in full batches, which take longer than the
+    small ones measured while it was short; a per-batch average would under- or overestimate them."""
+
+    def __init__(self) -> None:
+        self.n = self.t = self.nn = self.nt = 0.0  # forgetting averages of n, t, n^2 and n * t
+        self.seen = False
+
+    def add(self, n: int, seconds: float) -> None:
+        w = 1.0 if not self.seen else EWMA_WEIGHT
+        self.seen = True
+        self.n += w * (n - self.n)
+        self.t += w * (seconds - self.t)
+        self.nn += w * (n * n - self.nn)
+        self.nt += w * (n * seconds - self.nt)
+
+    def seconds(self, n: int) -> float:
+        var = self.nn - self.n * self.n
+        slope = max(0.0, (self.nt - self.n * self.t) / var) if var > 1e-6 else 0.0
+        return max(0.0, self.t + slope * (n - self.n))

@@ -13,7 +13,7 @@ from PIL import Image
 from prometheus_client import CollectorRegistry
 
 from server.admission import DecodeAdmission
-from server.batching import Coalescer, QueueExpired
+from server.batching import BatchCost, Coalescer, QueueExpired
 from server.errors import RETRY_AFTER_KEY, Overloaded, trailing_metadata_of
 from server.imaging import decode_cost, open_image
 from server.load_metrics import LoadMetrics
@@ -140,3 +140,13 @@ def test_queued_calls_whose_deadline_passed_are_dropped_before_the_backend_and_c
     assert sent == [[1], [3]]
     assert drops == [("deadline", 1)]
     assert expected >= 0.04  # one batch at about the measured 50 ms
+
+
+def test_the_batch_cost_model_predicts_full_batches_from_small_ones():
+    cost = BatchCost()
+    for n in (1, 2, 1, 8, 4, 16, 1, 3):
+        cost.add(n, 0.009 + 0.001 * n)  # a per-call cost, then per item
+    assert cost.seconds(64) == pytest.approx(0.073, rel=0.01)
+    only_singles = BatchCost()
+    only_singles.add(1, 0.01)
+    assert only_singles.seconds(64) == pytest.approx(0.01)  # nothing to fit a slope to: the mean
