@@ -42,9 +42,9 @@ def _method(doc: Doc, result: dict) -> None:
           f"(PNG queries, 28 px, top_k {result['top_k']}); photos: {result['photos']['model']} over the "
           f"{result['photos']['indexed']} indexed copies of the bundled photos (JPEG queries, 800 px). CPU ms/query: "
           "CPU time of each process during the step / queries served (client, gateway, Triton, Milvus). ONNX Runtime "
-          "alone: the "
-          "exported EfficientNet-Lite0 in this process, batches of "
-          f"{result['onnxruntime_alone']['batch']} decoded photos, {result['onnxruntime_alone']['threads']} threads. "
+          "alone: the exported EfficientNet-Lite0 in this process with the session Triton serves it with (same graph, "
+          f"options and chunking), batches of {result['onnxruntime_alone']['batch']} decoded photos, "
+          f"{result['onnxruntime_alone']['threads']} threads. "
           f"Photo indexing: Upsert streams of {result['photo_indexing']['batch']} photos (800 px JPEGs), "
           f"{result['photo_indexing']['streams']} at a time, end to end."
           + loadavg_sentence(result))
