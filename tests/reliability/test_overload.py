@@ -29,7 +29,7 @@ from launchers.gateway import GatewayProcess
 from server.errors import RETRY_AFTER_KEY
 from server.vector_store.milvus import ID_FIELD, VECTOR_FIELD, collection_name
 from tests.fixtures.gateway import png_bytes
-from tests.fixtures.models import VIT_MODEL
+from tests.fixtures.models import CNN_MODEL, VIT_MODEL
 from visualsearch.v1 import search_pb2 as pb
 from visualsearch.v1 import search_pb2_grpc
 
@@ -44,7 +44,7 @@ FLOOD_DEADLINE_S = 4.0
 RSS_MARGIN = 96 * MiB
 SMALL_QUERY_MAX_MS = 500.0  # a 28 px query during the flood (the issue measured up to 2.6 s before the budget)
 SHED_CALLS = 400
-SHED_DEADLINE_S = 2.0
+SHED_DEADLINE_S = 5.0  # a batch of 32 EfficientNet queries took up to 1.7 s on the shared cores
 # Refusals are fast: the gateway refuses before any work, so what this measures is mostly the client issuing 400
 # calls at once from one Python process on the shared cores (the first refusals come back after ~80 ms).
 REFUSAL_P50_MS = 500.0
@@ -178,15 +178,17 @@ def test_a_flood_of_large_images_keeps_memory_bounded_and_small_queries_fast(loa
 
 def test_offered_load_far_past_capacity_is_refused_fast_and_accepted_calls_meet_their_deadline(loaded_gateway,
                                                                                             small_pngs):
+    # The EfficientNet (224 px input) serves tens of queries per second here: 400 at once are far past capacity
+    # however fast the client issues them (with the 28 px ViT, a slow client can pace them down to what it serves).
     async def flood() -> list[tuple[grpc.StatusCode, float, str | None]]:
         async with grpc.aio.insecure_channel(loaded_gateway.address) as channel:
             stub = search_pb2_grpc.SearchServiceStub(channel)
-            await stub.Search(pb.SearchRequest(model=VIT_MODEL, image=small_pngs[0], top_k=5), timeout=10)
+            await stub.Search(pb.SearchRequest(model=CNN_MODEL, image=small_pngs[0], top_k=5), timeout=30)
 
             async def one(i: int) -> tuple[grpc.StatusCode, float, str | None]:
                 t0 = time.perf_counter()
                 try:
-                    await stub.Search(pb.SearchRequest(model=VIT_MODEL, image=small_pngs[i % 32], top_k=5),
+                    await stub.Search(pb.SearchRequest(model=CNN_MODEL, image=small_pngs[i % 32], top_k=5),
                                       timeout=SHED_DEADLINE_S)
                     return grpc.StatusCode.OK, (time.perf_counter() - t0) * 1e3, None
                 except grpc.aio.AioRpcError as e:
