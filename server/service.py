@@ -198,7 +198,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
 
         for key, idx in groups.items():
             refuse_if_late(self._batches.expected_wait_s(key, len(idx)), deadline, self.settings.retry_after_min_ms,
-                           self.load)
+                           self.load, self.settings.max_queue_wait_ms)
 
         async def submit(key: BatchKey, idx: list[int]) -> None:
             out = await self._batches.submit_many(key, [queries[i] for i in idx], deadline)

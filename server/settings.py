@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     max_searches_in_flight: int = Field(256, description="queries (Search counts 1, SearchBatch its size) admitted "
                                         "at once; past it calls are refused RESOURCE_EXHAUSTED with retry-after-ms")
     retry_after_min_ms: int = Field(20, description="the smallest retry-after-ms hint a refusal carries")
+    max_queue_wait_ms: float = Field(0.0, description="refuse a query the queue ahead would keep longer than this "
+                                     "even when its deadline allows (a latency objective); 0: the deadline only")
     live_recall_sample_rate: float = Field(0.01, ge=0.0, le=1.0, description="share of live searches re-run "
                                            "against the reference search in the background to export recall@k")
     live_recall_queue: int = Field(8, description="sampled searches waiting for their reference run; more are "

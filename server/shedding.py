@@ -46,12 +46,17 @@ class QuerySlots:
 
 
 def refuse_if_late(expected_wait_s: float, deadline: float | None, retry_after_min_ms: float,
-                   metrics: LoadMetrics) -> None:
-    """Refuses (hinted) a query that would still be queued, or running, when its deadline passes."""
+                   metrics: LoadMetrics, max_wait_ms: float = 0.0) -> None:
+    """Refuses (hinted) a query that would still be queued, or running, when its deadline passes, or (``max_wait_ms``
+    set) that would wait longer than that whatever its deadline."""
     if deadline is not None and time.monotonic() + expected_wait_s > deadline:
         metrics.refused.labels("deadline").inc()
         raise Overloaded(f"the queue ahead takes about {expected_wait_s * 1e3:.0f} ms, longer than this call's "
                          "deadline allows", max(retry_after_min_ms, expected_wait_s * 1e3))
+    if max_wait_ms and expected_wait_s * 1e3 > max_wait_ms:
+        metrics.refused.labels("queue_wait").inc()
+        raise Overloaded(f"the queue ahead takes about {expected_wait_s * 1e3:.0f} ms; this gateway queues a query "
+                         f"for at most {max_wait_ms:.0f} ms", max(retry_after_min_ms, expected_wait_s * 1e3))
 
 
 def deadline_of(context) -> float | None:

@@ -52,6 +52,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "coalescer: 2 batches in flight": {"VSEARCH_COALESCE_MAX_IN_FLIGHT": "2"},
     "coalescer: batches of at most 16": {"VSEARCH_COALESCE_MAX_BATCH": "16"},
     "decode: every image in the thread pool": {"VSEARCH_INLINE_DECODE_MAX_PIXELS": "0"},
+    "shedding: queue a query at most 50 ms": {"VSEARCH_MAX_QUEUE_WAIT_MS": "50"},
 }
 QUICK_VARIANTS = dict(list(VARIANTS.items())[:1])
 

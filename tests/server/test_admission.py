@@ -114,6 +114,9 @@ def test_a_query_the_queue_would_make_late_is_refused():
     with pytest.raises(Overloaded) as e:
         refuse_if_late(0.5, time.monotonic() + 0.1, 20, metrics)
     assert e.value.retry_after_ms >= 500
+    with pytest.raises(Overloaded):  # a latency objective refuses it whatever its deadline
+        refuse_if_late(0.2, None, 20, metrics, max_wait_ms=50)
+    refuse_if_late(0.02, None, 20, metrics, max_wait_ms=50)
 
 
 def test_queued_calls_whose_deadline_passed_are_dropped_before_the_backend_and_counted():
