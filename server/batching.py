@@ -8,9 +8,10 @@ per-call costs (a gRPC round trip, a python-backend execution in Triton, a Milvu
 per batch. Triton's own dynamic batcher does the same across gateways; this one saves the round trips too.
 
 A call may carry a deadline (``time.monotonic()``): when a batch forms, queued calls whose deadline has passed, or
-whose caller gave up, are dropped before any backend work and counted (``on_drop``). ``expected_wait_s`` estimates,
-from the recent batch durations, how long a call submitted now would take: the shedder refuses one it can't serve
-in time."""
+whose caller gave up, are dropped before any backend work and counted (``on_drop``), and the batch takes no more
+calls than it is expected to answer before the earliest of their deadlines (batch time fitted as a + b * n).
+``expected_wait_s`` estimates, from the recent batch durations, how long a call submitted now would take: the
+shedder refuses one it can't serve in time."""
 
 from __future__ import annotations
 
@@ -93,10 +94,24 @@ class Coalescer(Generic[K, T, R]):
                     self.on_drop(reason, n)
         return live
 
+    def _fitting(self, queue: list[tuple[T, asyncio.Future, float]]) -> int:
+        """How many queued calls go in the next batch: the most (up to ``max_batch``, at least one) whose batch is
+        expected to end before the earliest of their deadlines. A batch too large for its callers' deadlines would
+        answer none of them in time (measured: photo search offered past capacity served 17 of 60 queries/s, the
+        rest timing out inside batches of dozens); the calls left out lead the next batch."""
+        now, earliest, size = time.monotonic(), math.inf, 0
+        for i, (_, _, expires) in enumerate(queue[: self.max_batch]):
+            earliest = min(earliest, expires)
+            if i and now + self.cost.seconds(i + 1) > earliest:
+                break
+            size = i + 1
+        return size
+
     def _start(self, key: K) -> None:
         while self._pending.get(key) and self._in_flight.get(key, 0) < self.max_in_flight:
             queue = self._live(self._pending.pop(key))
-            batch, rest = queue[: self.max_batch], queue[self.max_batch:]
+            size = self._fitting(queue)
+            batch, rest = queue[:size], queue[size:]
             if rest:
                 self._pending[key] = rest
             if not batch:

@@ -153,3 +153,29 @@ def test_the_batch_cost_model_predicts_full_batches_from_small_ones():
     only_singles = BatchCost()
     only_singles.add(1, 0.01)
     assert only_singles.seconds(64) == pytest.approx(0.01)  # nothing to fit a slope to: the mean
+
+
+def test_a_batch_takes_no_more_calls_than_it_can_answer_before_their_deadlines():
+    sizes: list[int] = []
+    release = asyncio.Event()
+
+    async def run_batch(key: str, items: list[int]) -> list[int]:
+        sizes.append(len(items))
+        await release.wait()  # the first batch holds the key while the others queue
+        return items
+
+    async def main():
+        c = Coalescer(run_batch, max_batch=64)
+        for n in (1, 4, 2, 8, 16):  # what the cost model has seen: 10 ms a call, then 5 ms an item
+            c.cost.add(n, 0.010 + 0.005 * n)
+        first = asyncio.create_task(c.submit("m", -1))
+        await asyncio.sleep(0)
+        deadline = time.monotonic() + 0.15  # room for a batch of at most 28
+        rest = asyncio.gather(*[c.submit("m", i, deadline) for i in range(40)])
+        await asyncio.sleep(0)
+        release.set()
+        await first
+        return await rest
+
+    assert asyncio.run(main()) == list(range(40))
+    assert sizes[0] == 1 and 1 < sizes[1] <= 28 and sum(sizes[1:]) == 40  # not one batch of 40
