@@ -231,11 +231,15 @@ def test_the_sdk_retries_hinted_refusals_until_served(loaded_gateway, small_pngs
 
 def test_the_sdk_never_resends_an_oversized_image(loaded_gateway):
     oversized = png_header_only(10_000, 10_000)  # 100 M pixels: over the 40 M limit whatever the load
-    before = metric(loaded_gateway, "vsearch_requests_total", method="Search", code="RESOURCE_EXHAUSTED")
+    before = settled(lambda: metric(loaded_gateway, "vsearch_requests_total", method="Search",
+                                    code="RESOURCE_EXHAUSTED"))
     with SearchClient(loaded_gateway.address, timeout=10, retries=5) as client, pytest.raises(SearchError) as e:
         client.search(VIT_MODEL, image=oversized)
     assert e.value.code == "RESOURCE_EXHAUSTED" and "limit" in e.value.details
-    assert metric(loaded_gateway, "vsearch_requests_total", method="Search", code="RESOURCE_EXHAUSTED") - before == 1
+    # The gateway counts a call as it ends, just after the client has the status: read the count once it settled.
+    after = settled(lambda: metric(loaded_gateway, "vsearch_requests_total", method="Search",
+                                   code="RESOURCE_EXHAUSTED"))
+    assert after - before == 1
 
 
 def test_live_recall_is_exported_and_matches_the_offline_recall(loaded_gateway, milvus_server, indexed):
