@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 
+from benchmarks import common
 from benchmarks.common import Target, cpu_split, loadavg_sentence, section
 from benchmarks.open_loop.benchmark import OBJECTIVE_P99_MS, TARGET_FMNIST_QPS, TARGET_FRACTION_OF_ORT
 from evaluation.document import Doc
@@ -11,6 +13,13 @@ from evaluation.document import Doc
 
 def _ms(x: float | None) -> str:
     return "-" if x is None else ("unserved" if not math.isfinite(x) else f"{x:.1f} ms")
+
+
+def _plot_link(result: dict) -> str:
+    """The PNG (written next to the results) as seen from the BENCHMARKS.md the section goes into."""
+    from benchmarks import report
+
+    return os.path.relpath(common.RESULTS / result["plot"], report.default_output().parent)
 
 
 def _rate(best: float | None) -> str:
@@ -60,7 +69,7 @@ def _curve(doc: Doc, label: str, block: dict) -> None:
 
 
 def _results(doc: Doc, result: dict) -> None:
-    doc.p(f"![latency against offered rate]({result['plot']})")
+    doc.p(f"![latency against offered rate]({_plot_link(result)})")
     _curve(doc, "Fashion-MNIST search by image", result["fmnist"])
     _curve(doc, "Photo search", result["photos"])
     if variants := result.get("variants"):
