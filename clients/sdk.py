@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 from collections.abc import Iterable, Iterator
@@ -19,12 +20,12 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from clients.retry import RetryPolicy
 from visualsearch.v1 import search_pb2 as pb
 from visualsearch.v1 import search_pb2_grpc
 
 OPS = {"==": pb.FILTER_OP_EQ, "!=": pb.FILTER_OP_NE, "<": pb.FILTER_OP_LT, "<=": pb.FILTER_OP_LE,
        ">": pb.FILTER_OP_GT, ">=": pb.FILTER_OP_GE, "in": pb.FILTER_OP_IN}
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 
 class SearchError(Exception):
@@ -178,7 +179,7 @@ def result_from_proto(r: pb.SearchResponse) -> SearchResult:
                                       verdict_name(h.verdict), h.thumbnail, explanation_from_proto(h))
                                   for h in r.hits],
                         {"decode_ms": t.decode_ms, "embed_ms": t.embed_ms, "search_ms": t.search_ms,
-                         "explain_ms": t.explain_ms, "total_ms": t.total_ms})
+                         "explain_ms": t.explain_ms, "total_ms": t.total_ms, "queue_ms": t.queue_ms})
 
 
 def upsert_requests(items: Iterable[Item], model: str) -> Iterator[pb.UpsertRequest]:
@@ -197,8 +198,12 @@ def _channel_options() -> list:
 
 
 class SearchClient:
+    """``retries``, ``retry_max_s``, ``backoff_s``: resends of a call refused for load (hinted RESOURCE_EXHAUSTED) or
+    UNAVAILABLE, at most that many and not later than ``retry_max_s`` after the first send (``clients.retry``)."""
+
     def __init__(self, address: str = "127.0.0.1:50051", token: str | None = None, timeout: float = 30.0,
-                 tls: bool = False, root_certificates: bytes | None = None, retries: int = 3) -> None:
+                 tls: bool = False, root_certificates: bytes | None = None, retries: int = 3,
+                 retry_max_s: float = 10.0, backoff_s: float = 0.05) -> None:
         if tls:
             creds = grpc.ssl_channel_credentials(root_certificates)
             self.channel = grpc.secure_channel(address, creds, options=_channel_options())
@@ -207,18 +212,21 @@ class SearchClient:
         self.stub = search_pb2_grpc.SearchServiceStub(self.channel)
         self.metadata = [("authorization", f"Bearer {token}")] if token else None
         self.timeout = timeout
-        self.retries = retries
+        self.retry = RetryPolicy(retries, retry_max_s, backoff_s)
 
     def _call(self, method, request, retry: bool = True):
-        for attempt in range(self.retries + 1):
+        t0 = time.monotonic()
+        attempt = 0
+        while True:
             try:
                 return method(request() if callable(request) else request, timeout=self.timeout,
                               metadata=self.metadata)
             except grpc.RpcError as e:
-                if not retry or e.code() not in RETRYABLE or attempt == self.retries:
+                wait = self.retry.delay_s(e.code(), e.trailing_metadata(), attempt, time.monotonic() - t0)
+                if not retry or wait is None:
                     raise SearchError.from_rpc(e) from None
-                time.sleep(0.1 * 2**attempt)
-        raise AssertionError("unreachable")
+                time.sleep(wait)
+                attempt += 1
 
     def search(self, model: str, image=None, vector=None, id: str | None = None, top_k: int = 10,
                filters: dict | None = None, output_fields: list[str] | None = None, **options) -> SearchResult:
@@ -287,17 +295,27 @@ class SearchClient:
 class AsyncSearchClient:
     """The same verbs for asyncio code (``grpc.aio``)."""
 
-    def __init__(self, address: str = "127.0.0.1:50051", token: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(self, address: str = "127.0.0.1:50051", token: str | None = None, timeout: float = 30.0,
+                 retries: int = 3, retry_max_s: float = 10.0, backoff_s: float = 0.05) -> None:
         self.channel = grpc.aio.insecure_channel(address, options=_channel_options())
         self.stub = search_pb2_grpc.SearchServiceStub(self.channel)
         self.metadata = [("authorization", f"Bearer {token}")] if token else None
         self.timeout = timeout
+        self.retry = RetryPolicy(retries, retry_max_s, backoff_s)
 
-    async def _call(self, method, request):
-        try:
-            return await method(request, timeout=self.timeout, metadata=self.metadata)
-        except grpc.aio.AioRpcError as e:
-            raise SearchError(e.code().name, e.details() or "") from None
+    async def _call(self, method, request, retry: bool = True):
+        """Resends as ``SearchClient._call`` does; a streamed request (an iterator) is sent once."""
+        t0 = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                return await method(request, timeout=self.timeout, metadata=self.metadata)
+            except grpc.aio.AioRpcError as e:
+                wait = self.retry.delay_s(e.code(), e.trailing_metadata(), attempt, time.monotonic() - t0)
+                if not retry or wait is None:
+                    raise SearchError(e.code().name, e.details() or "") from None
+                await asyncio.sleep(wait)
+                attempt += 1
 
     async def search(self, model: str, image=None, vector=None, id: str | None = None, top_k: int = 10,
                      filters: dict | None = None, output_fields: list[str] | None = None,
@@ -306,7 +324,7 @@ class AsyncSearchClient:
         return result_from_proto(await self._call(self.stub.Search, req))
 
     async def upsert(self, items: Iterable[Item], model: str) -> UpsertResult:
-        reply = await self._call(self.stub.Upsert, upsert_requests(items, model))
+        reply = await self._call(self.stub.Upsert, upsert_requests(items, model), retry=False)
         return UpsertResult(reply.received, reply.upserted, [(e.id, e.code, e.message) for e in reply.errors])
 
     async def delete(self, model: str, ids: list[str]) -> int:

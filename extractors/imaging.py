@@ -8,11 +8,14 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageOps
 
+EXIF_ORIENTATION = 0x0112
+
 
 def to_rgb(im: Image.Image) -> Image.Image:
     """EXIF orientation applied, then RGB. 16/32-bit grey is rescaled (``convert`` would clip it to white),
     transparency is composited on white (a transparent background is not black to a viewer)."""
-    im = ImageOps.exif_transpose(im)
+    if im.getexif().get(EXIF_ORIENTATION, 1) != 1:  # exif_transpose copies even an image it does not turn
+        im = ImageOps.exif_transpose(im)
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(im, dtype=np.float64)
         lo, hi = float(a.min()), float(a.max())
@@ -23,7 +26,7 @@ def to_rgb(im: Image.Image) -> Image.Image:
     if im.mode in ("RGBA", "LA", "PA"):
         background = Image.new("RGBA", im.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, im.convert("RGBA")).convert("RGB")
-    return im.convert("RGB")
+    return im if im.mode == "RGB" else im.convert("RGB")  # no full-size copy of what is RGB already
 
 
 def to_model_input(im: Image.Image, size: int) -> np.ndarray:

@@ -21,6 +21,23 @@ class RpcError(Exception):
         self.code = code
 
 
+RETRY_AFTER_KEY = "retry-after-ms"  # trailing metadata of a refusal for load: when a retry may succeed
+
+
+class Overloaded(RpcError):
+    """Refused for load, not for what was asked: RESOURCE_EXHAUSTED with a ``retry-after-ms`` hint. Only these (and
+    UNAVAILABLE) are worth retrying; a RESOURCE_EXHAUSTED without the hint (an oversized image) never succeeds."""
+
+    def __init__(self, message: str, retry_after_ms: float) -> None:
+        self.retry_after_ms = max(1, round(retry_after_ms))
+        super().__init__(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{message}; retry in {self.retry_after_ms} ms")
+
+
+def trailing_metadata_of(e: Exception) -> tuple[tuple[str, str], ...]:
+    """The trailing metadata a failed call carries: the retry hint of a refusal for load, else none."""
+    return ((RETRY_AFTER_KEY, str(e.retry_after_ms)),) if isinstance(e, Overloaded) else ()
+
+
 def status_of(e: Exception) -> tuple[grpc.StatusCode, str]:
     if isinstance(e, RpcError):
         return e.code, str(e)

@@ -58,6 +58,34 @@ def open_image(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
     return im
 
 
+def _pixel_bytes(mode: str) -> int:
+    """Bytes per pixel of a Pillow image in memory: 1 for 1/L/P, 2 for 16-bit grey, else 4 (RGB is stored as 32 bit)."""
+    return 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
+
+
+def _conversion_bytes(im: Image.Image) -> int:
+    """Bytes per pixel that extractors.imaging.to_rgb holds besides the decoded image: none for RGB, an RGB copy
+    for most modes, a white background, an RGBA copy and the composite for transparency, the float64 and 8-bit
+    arrays for 16/32-bit grey."""
+    if im.mode == "RGB":
+        return 0
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        return 4 * 4
+    if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+        return 8 + 1 + 1 + 4
+    return 4
+
+
+def decode_cost(im: Image.Image, size: int, region: Box | None = None, thumbnail_px: int = 0) -> int:
+    """Peak bytes that decoding this opened image into model input holds, from its header alone (a JPEG is first
+    set to decode at the smallest 1/2^k scale still >= size, so its cost is that of the reduced image). EXIF may
+    ask for a rotation, which copies the image once more."""
+    _draft(im, size, region, thumbnail_px)  # idempotent: decode's own call then changes nothing
+    w, h = im.size
+    per_pixel = _pixel_bytes(im.mode) * (2 if "exif" in im.info else 1) + _conversion_bytes(im)
+    return w * h * per_pixel
+
+
 def to_model_input(im: Image.Image, size: int, region: Box | None = None) -> np.ndarray:
     """An opened (header-checked) image -> uint8 [3, size, size] RGB: EXIF orientation applied, cropped to
     ``region`` (normalised x0, y0, x1, y1 of the upright image) when given, then resized."""
@@ -70,8 +98,7 @@ def decode(im: Image.Image, size: int, region: Box | None = None, thumbnail_px: 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            if im.format == "JPEG" and region is None:
-                im.draft("RGB", (max(size, thumbnail_px), max(size, thumbnail_px)))  # the smallest 1/2^k scale >= size
+            _draft(im, size, region, thumbnail_px)
             im.load()
             if region is None and not thumbnail_px:
                 return model_input(im, size), b""
@@ -90,3 +117,10 @@ def decode(im: Image.Image, size: int, region: Box | None = None, thumbnail_px: 
         # Truncated and corrupt files surface as any of these from Pillow's plugins.
         raise ImageRejected(f"image is corrupt or truncated: {type(e).__name__}: {e}") from None
 
+
+def _draft(im: Image.Image, size: int, region: Box | None, thumbnail_px: int) -> None:
+    """A JPEG decodes at the smallest 1/2^k scale still >= what is made of it (model input, thumbnail); a region
+    is cropped from the full image (a small box of a reduced image would have too few pixels)."""
+    if im.format == "JPEG" and region is None:
+        side = max(size, thumbnail_px)
+        im.draft("RGB", (side, side))

@@ -11,7 +11,7 @@ import time
 
 import grpc
 
-from server.errors import status_of
+from server.errors import status_of, trailing_metadata_of
 from server.metrics import GatewayMetrics
 from server.settings import Settings
 from server.validation import InvalidRequest
@@ -91,7 +91,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
                     log.exception("%s failed", method)
                 else:
                     log.info("%s -> %s: %s", method, code.name, message)
-                await context.abort(code, message)
+                await context.abort(code, message, trailing_metadata=trailing_metadata_of(e))
             finally:
                 self.metrics.requests.labels(method, code.name).inc()
                 self.metrics.latency.labels(method).observe(time.perf_counter() - start)

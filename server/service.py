@@ -18,14 +18,18 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
+from server.admission import DecodeAdmission
 from server.batching import Coalescer
 from server.convert import filters_from_proto, metadata_from_proto, metadata_to_proto, vector_from_proto
 from server.embedder import Embedder, EmbedderUnavailable, ModelDescription
 from server.errors import RpcError, status_of
 from server.hit_details import add_details
-from server.imaging import Box, decode, open_image, to_model_input
+from server.imaging import Box, open_image
+from server.live_recall import LiveRecall
+from server.load_metrics import LoadMetrics
 from server.metrics import GatewayMetrics
 from server.settings import Settings
+from server.shedding import QuerySlots, deadline_of, refuse_if_late
 from server.validation import InvalidRequest, check_explain, check_id, check_ids, check_region, check_top_k
 from server.vector_store import FilterClause, Hit, VectorStore, VectorStoreUnavailable
 from visualsearch.v1 import search_pb2 as pb
@@ -78,10 +82,11 @@ class Timings:
     embed_ms: float = 0.0
     search_ms: float = 0.0
     total_ms: float = 0.0
+    queue_ms: float = 0.0
 
     def proto(self) -> pb.StageTimings:
         return pb.StageTimings(decode_ms=self.decode_ms, embed_ms=self.embed_ms, search_ms=self.search_ms,
-                               total_ms=self.total_ms)
+                               total_ms=self.total_ms, queue_ms=self.queue_ms)
 
 
 @dataclass
@@ -103,16 +108,25 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         self.metrics = metrics
         self._models: dict[str, ModelDescription] = {}
         self._collections: set[str] = set()
+        # Serving under load: decode memory budget, bounded queries in flight, live recall (issue 17).
+        self.load = LoadMetrics(metrics.registry)
+        self.decoding = DecodeAdmission(settings.decode_budget_bytes, settings.decode_workers,
+                                        settings.inline_decode_max_pixels, settings.retry_after_min_ms, self.load)
+        self.slots = QuerySlots(settings.max_searches_in_flight, settings.retry_after_min_ms, self.load)
+        self.live_recall = LiveRecall(store, settings.live_recall_sample_rate, settings.live_recall_queue,
+                                      settings.live_recall_reference_ef, self.load)
         # Concurrent searches with the same BatchKey share their backend calls (see server/batching.py).
         self._batches: Coalescer[BatchKey, Query, BatchResult] = Coalescer(
-            self._run_batch, settings.coalesce_max_batch, settings.coalesce_max_in_flight)
+            self._run_batch, settings.coalesce_max_batch, settings.coalesce_max_in_flight,
+            on_drop=lambda reason, n: self.load.expired.labels(reason).inc(n))
         self._unflushed: dict[str, int] = {}  # model -> rows written since our last flush
         self._flush_timers: dict[str, asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task] = set()
 
     # --------------------------------------------------------------------------------------------- RPCs
     async def Search(self, request, context):
-        (response,) = await self._search([request])
+        with self.slots.admit(1):
+            (response,) = await self._search([request], deadline_of(context))
         return response
 
     async def SearchBatch(self, request, context):
@@ -122,7 +136,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         if n > self.settings.max_batch_queries:
             raise RpcError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                            f"{n} queries in one batch; the limit is {self.settings.max_batch_queries}")
-        return pb.SearchBatchResponse(results=await self._search(list(request.queries)))
+        with self.slots.admit(n):
+            return pb.SearchBatchResponse(results=await self._search(list(request.queries), deadline_of(context)))
 
     async def Upsert(self, request_iterator: AsyncIterator[pb.UpsertRequest], context):
         received, upserted, errors = 0, 0, list[pb.ItemError]()
@@ -167,13 +182,14 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         return pb.ListModelsResponse(models=out)
 
     # ------------------------------------------------------------------------------------ the search path
-    async def _search(self, requests: list[pb.SearchRequest]) -> list[pb.SearchResponse]:
+    async def _search(self, requests: list[pb.SearchRequest], deadline: float | None = None) -> list[pb.SearchResponse]:
         """Validate every request (a bad one fails the call before any backend work), prepare the queries
-        concurrently, then submit them together: queries with one BatchKey go out in the same batch."""
+        concurrently, then submit them together: queries with one BatchKey go out in the same batch. ``deadline``
+        (time.monotonic()): queries that can't be answered by then are refused or dropped before backend work."""
         start = time.perf_counter()
         plans = [await self._plan(r) for r in requests]
         timings = [Timings() for _ in plans]
-        queries = await _all([self._query(p, t) for p, t in zip(plans, timings, strict=True)])
+        queries = await _all([self._query(p, t, deadline) for p, t in zip(plans, timings, strict=True)])
         for model in {p.model.name: p.model for p in plans}.values():
             await self._ensure_collection(model)
         groups: dict[BatchKey, list[int]] = {}
@@ -183,8 +199,12 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         results: list[BatchResult | None] = [None] * len(plans)
         waited = [0.0] * len(plans)
 
+        for key, idx in groups.items():
+            refuse_if_late(self._batches.expected_wait_s(key, len(idx)), deadline, self.settings.retry_after_min_ms,
+                           self.load, self.settings.max_queue_wait_ms)
+
         async def submit(key: BatchKey, idx: list[int]) -> None:
-            out = await self._batches.submit_many(key, [queries[i] for i in idx])
+            out = await self._batches.submit_many(key, [queries[i] for i in idx], deadline)
             done = (time.perf_counter() - t0) * 1e3
             for i, result in zip(idx, out, strict=True):
                 results[i], waited[i] = result, done
@@ -232,7 +252,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         key = BatchKey(model.name, filters_from_proto(req.filters, s), tuple(req.output_fields) or None)
         return SearchPlan(req, model, key, top_k)
 
-    async def _query(self, plan: SearchPlan, t: Timings) -> Query:
+    async def _query(self, plan: SearchPlan, t: Timings, deadline: float | None = None) -> Query:
         """Pixels for an image query, the vector for a vector query or a stored id."""
         req, model = plan.request, plan.model
         kind = req.WhichOneof("query")
@@ -240,8 +260,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             if req.HasField("region") else None
         if kind == "image":
             t0 = time.perf_counter()
-            pixels = await self._decode(req.image, model.input_size, region)
-            t.decode_ms = (time.perf_counter() - t0) * 1e3
+            pixels, _, t.queue_ms = await self._decode(req.image, model.input_size, deadline, region)
+            t.decode_ms = (time.perf_counter() - t0) * 1e3 - t.queue_ms
             return Query(pixels, None, plan.top_k)
         if kind == "vector":
             return Query(None, vector_from_proto(req.vector, model.dim), plan.top_k)
@@ -263,6 +283,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                                  max(q.top_k for q in queries), key.filters,
                                  list(key.output_fields) if key.output_fields is not None else None)
         embed_ms, search_ms = (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
+        for q, vector, found in zip(queries, vectors, hits, strict=True):
+            self.live_recall.observe(key.model, key.filters, vector, found[:q.top_k], q.top_k)
         return [BatchResult(h[:q.top_k], embed_ms, search_ms) for h, q in zip(hits, queries, strict=True)]
 
     def _response(self, plan: SearchPlan, query: Query, result: BatchResult | None, t: Timings, waited_ms: float,
@@ -312,7 +334,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         meta = metadata_from_proto(item.metadata, self.settings)
         kind = item.WhichOneof("content")
         if kind == "image":
-            pixels, thumbnail = await self._decode_with_thumbnail(item.image, model.input_size)
+            pixels, thumbnail, _ = await self._decode(item.image, model.input_size,
+                                                      thumbnail_px=self.settings.thumbnail_px)
             return PreparedItem(item.id, pixels, None, meta, thumbnail)
         if kind == "vector":
             return PreparedItem(item.id, None, vector_from_proto(item.vector, model.dim), meta)
@@ -329,20 +352,13 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         self.metrics.upserted.labels(model.name).inc(len(latest))
 
     # ---------------------------------------------------------------------------------- shared stages
-    async def _decode(self, data: bytes, size: int, region: Box | None = None) -> np.ndarray:
+    async def _decode(self, data: bytes, size: int, deadline: float | None = None, region: Box | None = None,
+                      thumbnail_px: int = 0) -> tuple[np.ndarray, bytes, float]:
+        """Model input, the thumbnail stored with an upserted image (b"" when ``thumbnail_px`` is 0;
+        server/thumbnails.py) and the ms it waited for the decode budget (``server.admission``)."""
         s = self.settings
         im = open_image(data, s.max_image_bytes, s.max_image_pixels)  # header only: limits before any pixel
-        if im.width * im.height <= s.inline_decode_max_pixels:
-            return to_model_input(im, size, region)
-        return await asyncio.to_thread(to_model_input, im, size, region)
-
-    async def _decode_with_thumbnail(self, data: bytes, size: int) -> tuple[np.ndarray, bytes]:
-        """An upserted image's model input and the thumbnail stored with it (server/thumbnails.py)."""
-        s = self.settings
-        im = open_image(data, s.max_image_bytes, s.max_image_pixels)
-        if im.width * im.height <= s.inline_decode_max_pixels:
-            return decode(im, size, None, s.thumbnail_px)
-        return await asyncio.to_thread(decode, im, size, None, s.thumbnail_px)
+        return await self.decoding.decode(im, size, deadline, region, thumbnail_px)
 
     async def _vectors(self, model: ModelDescription, items: Sequence[Query | PreparedItem]) -> np.ndarray:
         """float32 [N, D]: the items that came as pixels embedded in one Triton call, the others' own vectors."""

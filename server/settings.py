@@ -95,5 +95,22 @@ class Settings(BaseSettings):
     overlay_px: int = Field(160, description="side of the PNG heatmap overlays Search returns with explain_png")
     web_port: int = Field(8080, description="port of the web page `vsearch up` serves (clients/web)")
 
+    # --- Serving under load: bounded memory, fast shedding, live recall (issue 17) ---
+    decode_budget_bytes: int = Field(128 << 20, description="decoded-pixel bytes in flight across all requests "
+                                     "(estimated from headers before decoding); larger decodes wait or are refused. "
+                                     "One image costing more than the whole budget is decoded alone")
+    decode_workers: int = Field(2, description="threads decoding images too large to decode on the event loop")
+    max_searches_in_flight: int = Field(256, description="queries (Search counts 1, SearchBatch its size) admitted "
+                                        "at once; past it calls are refused RESOURCE_EXHAUSTED with retry-after-ms")
+    retry_after_min_ms: int = Field(20, description="the smallest retry-after-ms hint a refusal carries")
+    max_queue_wait_ms: float = Field(0.0, description="refuse a query the queue ahead would keep longer than this "
+                                     "even when its deadline allows (a latency objective); 0: the deadline only")
+    live_recall_sample_rate: float = Field(0.01, ge=0.0, le=1.0, description="share of live searches re-run "
+                                           "against the reference search in the background to export recall@k")
+    live_recall_queue: int = Field(8, description="sampled searches waiting for their reference run; more are "
+                                   "dropped (bounds the CPU the measurement takes)")
+    live_recall_reference_ef: int = Field(2048, description="HNSW ef of the reference search (Milvus 2.3 cannot "
+                                          "search an HNSW collection exhaustively; a beam this wide is near-exact)")
+
     def triton_url_list(self) -> list[str]:
         return self.triton_urls or [f"{self.triton_host}:{self.triton_grpc_port}"]

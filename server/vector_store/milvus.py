@@ -358,7 +358,7 @@ class MilvusVectorStore:
         return len(rows)
 
     def search(self, model: str, vectors: np.ndarray, top_k: int, filters: tuple[FilterClause, ...] = (),
-               output_fields: list[str] | None = None) -> list[list[Hit]]:
+               output_fields: list[str] | None = None, ef: int | None = None) -> list[list[Hit]]:
         name = collection_name(model)
         arr = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         dim = self._dim(model)
@@ -370,7 +370,8 @@ class MilvusVectorStore:
             raise VectorStoreError(str(exc)) from exc
         want_meta = output_fields is None or len(output_fields) > 0
         # A restrictive filter hides most of the graph's neighbours, so a filtered search needs a wider beam.
-        ef = self.settings.hnsw_ef_filtered if expr else self.settings.hnsw_ef
+        if ef is None:
+            ef = self.settings.hnsw_ef_filtered if expr else self.settings.hnsw_ef
         params = {"metric_type": METRIC, "params": {"ef": max(ef, top_k)}}
         res = self._call("search", model, lambda c, **kw: c.search(
             name, data=arr.tolist(), limit=top_k, filter=expr, output_fields=[METADATA_FIELD] if want_meta else [],
