@@ -13,7 +13,7 @@ from export.onnx_cpu import write_served_graphs
 from export.onnx_export import export_onnx
 from export.parity import ParityResult, check_parity, onnx_session
 from export.triton_config import TritonModelConfig, parse_config, render_config
-from extractors.registry import get_spec
+from extractors.registry import CALIBRATION_FILE, committed_calibration, get_spec
 from extractors.tensor_names import EMBEDDING_OUTPUT, INPUT_NAME
 
 MODEL_PY = Path(__file__).parent / "templates" / "model.py"
@@ -56,6 +56,12 @@ def export_model(name: str, repo: Path, target: str, config: TritonModelConfig, 
     text = render_config(name, spec.input_size, onnx_output_dims(onnx_path, spec.input_size), target, config)
     parse_config(text)  # never write a config Triton would reject
     (model_dir / "config.pbtxt").write_text(text)
+    # The gateway reads a model's verdict thresholds beside it; a stale copy must not outlive a removed one.
+    calibration = committed_calibration(name)
+    if calibration.exists():
+        shutil.copyfile(calibration, model_dir / CALIBRATION_FILE)
+    else:
+        (model_dir / CALIBRATION_FILE).unlink(missing_ok=True)
     return result
 
 

@@ -38,6 +38,13 @@ FMNIST_MEAN_255 = tuple(m * 255 for m in FMNIST_MEAN)
 FMNIST_STD_255 = tuple(s * 255 for s in FMNIST_STD)
 PIXELS = "pixels"  # the raw-pixel floor's registry name (results.json and the reports use it)
 WHITENING_FILE = "whitening.pth"
+# A model's score calibration (format: server/calibration.py), fitted by `vsearch calibrate` into
+# weights/<model>/ and copied beside the model into the Triton repository by export.
+CALIBRATION_FILE = "calibration.json"
+
+
+def committed_calibration(name: str) -> Path:
+    return COMMITTED_WEIGHTS / name / CALIBRATION_FILE
 
 
 def user_weights_dir() -> Path:

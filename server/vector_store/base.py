@@ -76,9 +76,14 @@ class VectorStore(Protocol):
         Returns the number of records written (duplicates within a call count once: the last wins)."""
 
     def search(self, model: str, vectors: np.ndarray, top_k: int, filters: tuple[FilterClause, ...] = (),
-               output_fields: list[str] | None = None) -> list[list[Hit]]:
+               output_fields: list[str] | None = None, min_score: float | None = None,
+               consistency: str | None = None) -> list[list[Hit]]:
         """For each query vector [Q, D], up to ``top_k`` hits, best first. ``output_fields``: metadata keys to
-        return (None: all; []: none)."""
+        return (None: all; []: none). ``min_score``: only hits scoring at least that (a range search).
+        ``consistency``: read level for this call (None: the store's own)."""
+
+    def scan(self, model: str, after: str | None, limit: int) -> list[Record]:
+        """Up to ``limit`` records (id and vector) with ids after ``after`` (None: from the first), in id order."""
 
     def get(self, model: str, ids: list[str]) -> list[Record]:
         """The records that exist among ``ids`` (missing ids are skipped)."""
