@@ -12,8 +12,9 @@ Pairs, for one data set:
 
 Each threshold is the lowest score at which precision stays >= ``target`` for every higher threshold, with
 positives and negatives weighted 1:1 (precision = TPR / (TPR + FPR)), so the bound does not depend on how many
-pairs of each kind were drawn. Its recall is the share of its positives at or above it. EXACT is fitted on the
-EXACT positives, NEAR_DUPLICATE on all positives, against the same negatives.
+pairs of each kind were drawn. Its recall is the share of its positives at or above it. NEAR_DUPLICATE is fitted
+on all positives against the negatives; EXACT on the EXACT positives against the negatives and the edited copies
+(an edited copy called EXACT is a false EXACT).
 
 Fashion-MNIST (the 28 px ViTs): ``n_originals`` train images among a ``n_db``-image train database, ``n_distinct``
 test images as distinct queries. Photos (extractors with a photo input): the bundled photos are the database and
@@ -96,6 +97,7 @@ class Pairs:
     exact: np.ndarray  # scores of EXACT positives
     near: np.ndarray  # scores of every positive (graded levels and the EXACT ones)
     negatives: np.ndarray
+    edited: np.ndarray  # the positives that are not EXACT: negatives of the EXACT fit
     per_level: dict[str, np.ndarray]  # positives' scores by level
     dropped_identical: int
     description: dict
@@ -164,6 +166,8 @@ def build_pairs(name: str, dataset: str, n_db: int = 20_000, n_originals: int = 
         negatives.append(np.max(embed(distinct) @ db.T, axis=1))
     exact = np.concatenate([per_level[lv.name] for lv in EXACT_LEVELS])
     near = np.concatenate(list(per_level.values()))
+    exact_names = {lv.name for lv in EXACT_LEVELS}
+    edited_scores = np.concatenate([v for k, v in per_level.items() if k not in exact_names])
     console.print(f"{name} on {dataset}: {len(near)} positive pairs ({len(exact)} exact), "
                   f"{sum(len(n) for n in negatives)} negatives, {dropped} pixel-identical dropped, "
                   f"{time.perf_counter() - t0:.0f} s")
@@ -172,15 +176,16 @@ def build_pairs(name: str, dataset: str, n_db: int = 20_000, n_originals: int = 
                    "distinct_queries": len(distinct), "positives": int(len(near)), "exact_positives": int(len(exact)),
                    "negatives": int(sum(len(n) for n in negatives)), "dropped_pixel_identical": dropped,
                    "seed": seed}
-    return Pairs(exact, near, np.concatenate(negatives), per_level, dropped, description)
+    return Pairs(exact, near, np.concatenate(negatives), edited_scores, per_level, dropped, description)
 
 
 # ------------------------------------------------------------------------------------------------ fit + report
 def fit(name: str, pairs: Pairs, target: float = TARGET_PRECISION) -> Calibration:
     near = fit_threshold(pairs.near, pairs.negatives, target)
-    exact = fit_threshold(pairs.exact, pairs.negatives, target)
+    not_exact = np.concatenate([pairs.negatives, pairs.edited])
+    exact = fit_threshold(pairs.exact, not_exact, target)
     if exact.threshold < near.threshold:  # EXACT must be the stricter verdict: its bound is never lower
-        exact = _at(pairs.exact, pairs.negatives, near.threshold)
+        exact = _at(pairs.exact, not_exact, near.threshold)
     as32 = lambda x: float(np.float32(x))  # noqa: E731 - scores are float32 on the wire and in the store
     return Calibration(name, Threshold(as32(exact.threshold), round(exact.precision, 4), round(exact.recall, 4)),
                        Threshold(as32(near.threshold), round(near.precision, 4), round(near.recall, 4)), target,
@@ -209,8 +214,10 @@ def plot(name: str, pairs: Pairs, calibration: Calibration, path: Path) -> Path:
     ax1.set_title(f"{name}: scores")
     ax1.legend(fontsize=7)
     ts = np.linspace(bins[0], 1.0, 400)
-    for label, positives in (("near-duplicate", pairs.near), ("exact", pairs.exact)):
-        p, r = precision_recall(np.sort(positives), np.sort(pairs.negatives), ts)
+    not_exact = np.concatenate([pairs.negatives, pairs.edited])
+    for label, positives, negatives in (("near-duplicate", pairs.near, pairs.negatives),
+                                        ("exact", pairs.exact, not_exact)):
+        p, r = precision_recall(np.sort(positives), np.sort(negatives), ts)
         ax2.plot(r, p, label=label)
     ax2.axhline(calibration.target_precision, color="grey", ls=":", lw=1)
     ax2.set_xlabel("recall")
@@ -254,7 +261,8 @@ def write_report(report_dir: Path, calibration: Calibration, pairs: Pairs) -> Pa
 Fitted {c.fitted_utc} on {d['dataset']}: {d['originals']} originals in a {d['database']}-image database,
 {len(d['levels'])} levels ({d['positives']} positive pairs, {d['exact_positives']} of them exact:
 {', '.join(d['exact_levels'])}), {d['negatives']} negatives ({d['distinct_queries']} distinct queries' best hits;
-{d['dropped_pixel_identical']} pixel-identical "negatives" dropped as label noise).
+{d['dropped_pixel_identical']} pixel-identical "negatives" dropped as label noise). EXACT's negatives also include
+the {d['positives'] - d['exact_positives']} edited copies.
 
 | verdict | min score | precision (1:1) | recall |
 |---|---|---|---|
@@ -277,7 +285,8 @@ Fitted {c.fitted_utc} on {d['dataset']}: {d['originals']} originals in a {d['dat
 `EXACT` and `NEAR_DUPLICATE`: the lowest score at which precision stays >= {c.target_precision} for every higher
 threshold, positives and negatives weighted 1:1. Positives are (copy, original) at every graded level of
 extractors/copies.py (EXACT: identity and JPEG re-encodes at quality {', '.join(map(str, EXACT_JPEG_QUALITIES))});
-negatives are each copy's best-scoring database image that is not its original, plus distinct queries' best hits.
+negatives are each copy's best-scoring database image that is not its original, plus distinct queries' best hits
+(for EXACT, the edited copies are negatives too).
 The thresholds live in `weights/<model>/calibration.json` and are copied beside the model by export; the gateway
 gives every hit a verdict from them. Everything scoring below NEAR_DUPLICATE is SIMILAR.
 
