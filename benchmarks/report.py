@@ -16,10 +16,10 @@ from evaluation.document import Doc
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results"
 # The order of the sections, and of ``make bench``.
-ORDER = ["embedding", "dynamic_batching", "gateway_search", "vector_search", "ingest"]
+ORDER = ["embedding", "dynamic_batching", "gateway_search", "vector_search", "ingest", "dedup"]
 TITLES = {"embedding": "Embedding through Triton", "dynamic_batching": "Dynamic batching in Triton",
           "gateway_search": "Search by image through the gateway", "vector_search": "Vector search in Milvus",
-          "ingest": "Indexing through the gateway"}
+          "ingest": "Indexing through the gateway", "dedup": "Duplicate groups"}
 
 
 def load_module(name: str) -> ModuleType:

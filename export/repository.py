@@ -56,13 +56,18 @@ def export_model(name: str, repo: Path, target: str, config: TritonModelConfig, 
     text = render_config(name, spec.input_size, onnx_output_dims(onnx_path, spec.input_size), target, config)
     parse_config(text)  # never write a config Triton would reject
     (model_dir / "config.pbtxt").write_text(text)
-    # The gateway reads a model's verdict thresholds beside it; a stale copy must not outlive a removed one.
+    place_calibration(name, model_dir)
+    return result
+
+
+def place_calibration(name: str, model_dir: Path) -> None:
+    """The gateway reads a model's verdict thresholds beside it (``weights/<model>/calibration.json``, fitted by
+    ``vsearch calibrate``); a stale copy must not outlive a removed one."""
     calibration = committed_calibration(name)
     if calibration.exists():
         shutil.copyfile(calibration, model_dir / CALIBRATION_FILE)
     else:
         (model_dir / CALIBRATION_FILE).unlink(missing_ok=True)
-    return result
 
 
 def export_repository(names: list[str], repo: Path, target: str, config: TritonModelConfig,
