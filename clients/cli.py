@@ -219,14 +219,17 @@ def models_cmd(address: str = _ADDRESS, token: str = _TOKEN) -> None:
     except Exception as e:  # noqa: BLE001
         _fail(e)
     table = Table(title=f"models at {address}")
-    for col in ("name", "dim", "input", "metric", "items", "verdicts"):
+    table.add_column("name", no_wrap=True)
+    for col in ("dim", "input", "metric", "items", "verdicts"):
         table.add_column(col)
     for m in models:
         c = m.calibration
-        verdicts = (f"EXACT >= {c['exact_min_score']:.4f}, NEAR_DUPLICATE >= {c['near_duplicate_min_score']:.4f}"
-                    if c else m.note)
+        verdicts = f"EXACT >= {c['exact_min_score']:.3f}, NEAR >= {c['near_duplicate_min_score']:.3f}" if c else "-"
         table.add_row(m.name, str(m.dim), f"{m.input_size}x{m.input_size}", m.metric, str(m.count), verdicts)
     console.print(table)
+    for m in models:
+        if m.note:
+            console.print(f"[yellow]{m.name}[/]: {m.note}")
 
 
 @app.command("stats")

@@ -149,7 +149,6 @@ def build_pairs(name: str, dataset: str, n_db: int = 20_000, n_originals: int = 
     db = embed(list(db_images))
     levels = EXACT_LEVELS + [lv for lv in ALL_LEVELS if lv.name != "identity"]
     edited = _edit_all(db_images, sources, levels, seed)
-    flat = np.asarray(db_images).reshape(len(db_images), -1)
     per_level: dict[str, np.ndarray] = {}
     negatives: list[np.ndarray] = []
     dropped = 0
@@ -159,7 +158,7 @@ def build_pairs(name: str, dataset: str, n_db: int = 20_000, n_originals: int = 
         per_level[level.name] = scores[np.arange(len(sources)), sources]
         scores[np.arange(len(sources)), sources] = -np.inf
         wrong = np.argmax(scores, axis=1)
-        identical = np.all(flat[wrong] == flat[sources], axis=1)
+        identical = np.array([np.array_equal(db_images[w], db_images[o]) for w, o in zip(wrong, sources, strict=True)])
         dropped += int(identical.sum())
         negatives.append(scores[np.arange(len(sources)), wrong][~identical])
     if distinct:

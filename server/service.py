@@ -398,17 +398,17 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         if any(item.policy != "allow" for item in items):
             keep = await self._dedup_gate(model, items, vectors, outcome)
             items, vectors = [items[i] for i in keep], vectors[keep]
-        # The last write of an id in a chunk wins, as it would had they been sent one by one.
+        if not items:
+            return
+        outcome.upserted += len(items)  # every item sent is written, as it would be had they been sent one by one
+        # The last write of an id in a chunk wins.
         last = list({item.id: i for i, item in enumerate(items)}.values())
         latest, vectors = [items[i] for i in last], vectors[last]
-        if not latest:
-            return
         await self._store(self.store.upsert, model.name, [item.id for item in latest], vectors,
                           [item.metadata for item in latest])
         self._recent.add(model.name, [item.id for item in latest], vectors)
         self._wrote(model.name, len(latest))
         self.metrics.upserted.labels(model.name).inc(len(latest))
-        outcome.upserted += len(latest)
 
     async def _dedup_gate(self, model: ModelDescription, items: list[PreparedItem], vectors: np.ndarray,
                           outcome: UpsertOutcome) -> list[int]:
