@@ -35,7 +35,7 @@ def group_labels(codes: np.ndarray, threshold: int, max_pairs: int) -> tuple[np.
     rows, cols, n_pairs = [], [], 0
     for start in range(0, len(codes), QUERY_CHUNK):
         lims, _, found = index.range_search(codes[start:start + QUERY_CHUNK], threshold + 1)  # distance < radius
-        query = np.repeat(np.arange(start, start + len(lims) - 1), np.diff(lims))
+        query = np.repeat(np.arange(start, start + len(lims) - 1), np.diff(lims.astype(np.int64)))
         keep = found > query
         n_pairs += int(keep.sum())
         if n_pairs > max_pairs:

@@ -56,9 +56,11 @@ def test_quick_run_finds_copies_and_compares_with_hashes(tmp_path_factory):
         fd = s["find_duplicates"]
         assert s["copies"] > 0 and fd["wall_s"] > 0 and 0 <= fd["precision"] <= 1 and 0 < fd["recall"] <= 1
         assert set(s["hashes"]) == {"phash", "dhash"}
+        assert fd["items_scanned"] == s["items"]
         for h in s["hashes"].values():
-            zero = h["thresholds"][0]
-            assert zero["hamming"] == 0 and zero["recall"] > 0  # some edits leave the hash unchanged
+            rows = [r for r in h["thresholds"] if "recall" in r]
+            assert rows[0]["hamming"] == 0 and rows[-1]["recall"] > 0  # a loose threshold finds some copies
+            assert [r["recall"] for r in rows] == sorted(r["recall"] for r in rows)  # looser never finds fewer
     assert result["gate"]["flagged"] == result["gate"]["items"]  # every FLAG item duplicates an ALLOW one
     assert result["gate"]["allow_ms_per_item"] > 0
     assert "FindDuplicates" in dedup.markdown(stored)

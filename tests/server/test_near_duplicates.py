@@ -294,6 +294,9 @@ def test_bad_input_gets_invalid_argument_with_what_to_fix(calibrated):
         grpc.StatusCode.RESOURCE_EXHAUSTED
     assert code_of(lambda: stub.Embed(pb.EmbedRequest(model=VIT_MODEL, images=[b"not an image"]), timeout=30)) == \
         grpc.StatusCode.INVALID_ARGUMENT
+    raw = grpc.insecure_channel(calibrated.process.address).unary_stream(
+        "/visualsearch.v1.SearchService/FindDuplicates")
+    assert code_of(lambda: list(raw(b"\xff\xff\xff", timeout=30))) == grpc.StatusCode.INVALID_ARGUMENT
     for req in (pb.FindDuplicatesRequest(model=VIT_MODEL, min_score=2.0), pb.FindDuplicatesRequest(model=CNN_MODEL),
                 pb.FindDuplicatesRequest(model=VIT_MODEL, neighbours=-3)):
         assert code_of(lambda req=req: list(stub.FindDuplicates(req, timeout=30))) == \
