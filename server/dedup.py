@@ -7,11 +7,16 @@ that low pairs up a large part of the collection; raise it). Time is one search 
 
 from __future__ import annotations
 
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
+import numpy as np
 
 from server.errors import RpcError
+from server.vector_store import Hit, Record
+from visualsearch.v1 import search_pb2 as pb
 
 
 @dataclass(frozen=True)
@@ -65,3 +70,26 @@ class DuplicatePairs:
         out = [Group(sorted(ids, key=lambda i: (-degree[i], i)), best[root]) for root, ids in members.items()]
         out.sort(key=lambda g: (-len(g.ids), -g.max_score, g.ids[0]))
         return out
+
+
+async def find_duplicates(scan: Callable[[str | None, int], Awaitable[list[Record]]],
+                          search: Callable[..., Awaitable[list[list[Hit]]]], total: int, bound: float,
+                          neighbours: int, scan_batch: int, max_pairs: int,
+                          start: float) -> AsyncIterator[pb.FindDuplicatesResponse]:
+    """The FindDuplicates stream: progress after each page, then the groups, then the summary. ``scan(after, n)``
+    reads a key page, ``search(vectors, top_k, filters, output_fields, min_score)`` range-searches it."""
+    pairs = DuplicatePairs(max_pairs)
+    scanned, after = 0, None
+    while page := await scan(after, scan_batch):
+        after = page[-1].id
+        hits = await search(np.stack([r.vector for r in page]), neighbours + 1, (), [], bound)
+        for record, row in zip(page, hits, strict=True):
+            for h in row:
+                pairs.add(record.id, h.id, h.score)
+        scanned += len(page)
+        yield pb.FindDuplicatesResponse(progress=pb.DuplicatesProgress(scanned=scanned, total=max(total, scanned)))
+    groups = pairs.groups()
+    for g in groups:
+        yield pb.FindDuplicatesResponse(group=pb.DuplicateGroup(ids=g.ids, max_score=g.max_score))
+    yield pb.FindDuplicatesResponse(summary=pb.DuplicatesSummary(
+        items=scanned, pairs=len(pairs), groups=len(groups), elapsed_s=time.perf_counter() - start, min_score=bound))

@@ -9,6 +9,7 @@ uses the same decode and embed stages. Rules on request fields live in ``server.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
@@ -30,7 +31,7 @@ from server.convert import (
     vector_from_proto,
     verdict_from_proto,
 )
-from server.dedup import DuplicatePairs
+from server.dedup import find_duplicates
 from server.dedup_gate import WRITES, Match, gate
 from server.embedder import Embedder, EmbedderUnavailable, ModelDescription
 from server.errors import RpcError, status_of
@@ -232,27 +233,11 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         neighbours = check_top_k(request.neighbours, s.dedup_default_neighbours, s.max_top_k - 1)
         await self._ensure_collection(model)
         total = await self._store(self.store.count, model.name)
-        pairs = DuplicatePairs(s.dedup_max_pairs)
-        scanned, after = 0, None
-        while True:
-            page = await self._store(self.store.scan, model.name, after, s.dedup_scan_batch)
-            if not page:
-                break
-            after = page[-1].id
-            hits = await self._store(self.store.search, model.name, np.stack([r.vector for r in page]),
-                                     neighbours + 1, (), [], bound)
-            for record, row in zip(page, hits, strict=True):
-                for h in row:
-                    pairs.add(record.id, h.id, h.score)
-            scanned += len(page)
-            yield pb.FindDuplicatesResponse(progress=pb.DuplicatesProgress(scanned=scanned,
-                                                                           total=max(total, scanned)))
-        groups = pairs.groups()
-        for g in groups:
-            yield pb.FindDuplicatesResponse(group=pb.DuplicateGroup(ids=g.ids, max_score=g.max_score))
-        yield pb.FindDuplicatesResponse(summary=pb.DuplicatesSummary(
-            items=scanned, pairs=len(pairs), groups=len(groups), elapsed_s=time.perf_counter() - start,
-            min_score=bound))
+        scan = functools.partial(self._store, self.store.scan, model.name)
+        search = functools.partial(self._store, self.store.search, model.name)
+        async for message in find_duplicates(scan, search, total, bound, neighbours, s.dedup_scan_batch,
+                                             s.dedup_max_pairs, start):
+            yield message
 
     def _verdict_bound(self, model: str, verdict: str) -> float:
         """The calibrated lowest score of ``verdict`` (INVALID_ARGUMENT on a model without a calibration)."""
