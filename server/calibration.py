@@ -79,23 +79,24 @@ class Calibration:
 def parse(doc: object, model: str) -> Calibration:
     """The calibration in ``doc`` (parsed JSON) for ``model``; CalibrationInvalid says what is wrong."""
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise CalibrationInvalid(f"not a calibration file (no \"format\": \"{FORMAT}\")")
+        raise CalibrationInvalid(f"is not a calibration file (no \"format\": \"{FORMAT}\")")
     if doc.get("format_version") != FORMAT_VERSION:
-        raise CalibrationInvalid(f"format version {doc.get('format_version')!r}; this gateway reads "
+        raise CalibrationInvalid(f"has format version {doc.get('format_version')!r}; this gateway reads "
                                  f"{FORMAT_VERSION}: rerun `vsearch calibrate`")
     if doc.get("model") != model:
-        raise CalibrationInvalid(f"fitted for model {str(doc.get('model'))[:100]!r}, not {model!r}")
+        raise CalibrationInvalid(f"was fitted for model {str(doc.get('model'))[:100]!r}, not {model!r}")
     if doc.get("metric", "COSINE") != "COSINE":
-        raise CalibrationInvalid(f"fitted for metric {doc.get('metric')!r}; the store ranks by COSINE")
+        raise CalibrationInvalid(f"was fitted for metric {doc.get('metric')!r}; the store ranks by COSINE")
     try:
         thresholds = doc["thresholds"]
         exact, near = (_threshold(thresholds[k], k) for k in ("exact", "near_duplicate"))
         target = float(doc["target_precision"])
         fitted = str(doc["fitted_utc"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise CalibrationInvalid(f"malformed: {type(exc).__name__}: {exc}") from exc
+        raise CalibrationInvalid(f"is malformed: {type(exc).__name__}: {exc}") from exc
     if near.min_score > exact.min_score:
-        raise CalibrationInvalid(f"near_duplicate bound {near.min_score} is above the exact bound {exact.min_score}")
+        raise CalibrationInvalid(f"has a near_duplicate bound {near.min_score} above its exact bound "
+                                 f"{exact.min_score}")
     return Calibration(model, exact, near, target, fitted, dict(doc.get("fitted_on") or {}))
 
 
@@ -107,17 +108,17 @@ def _threshold(raw: dict, name: str) -> Threshold:
 
 
 def load(path: Path, model: str) -> Calibration:
+    """The calibration at ``path``: FileNotFoundError when there is none, CalibrationInvalid when unusable."""
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise CalibrationInvalid(f"no {CALIBRATION_FILE} beside the model: run `vsearch calibrate` and "
-                                 "export it") from exc
+    except FileNotFoundError:
+        raise
     except OSError as exc:
-        raise CalibrationInvalid(f"unreadable: {exc}") from exc
+        raise CalibrationInvalid(f"is unreadable: {exc}") from exc
     try:
         doc = json.loads(text)
     except ValueError as exc:
-        raise CalibrationInvalid(f"not valid JSON: {exc}") from exc
+        raise CalibrationInvalid(f"is not valid JSON: {exc}") from exc
     return parse(doc, model)
 
 
@@ -155,7 +156,10 @@ class Calibrations:
             return cached[1]
         try:
             loaded = Loaded(load(self.path(model), model), "")
+        except FileNotFoundError:
+            loaded = Loaded(None, f"no verdicts: no {CALIBRATION_FILE} beside the model (run `vsearch calibrate`, "
+                                  "then export)")
         except CalibrationInvalid as exc:
-            loaded = Loaded(None, f"no verdicts: calibration {exc}")
+            loaded = Loaded(None, f"no verdicts: {CALIBRATION_FILE} {exc}")
         self._cache[model] = (now, loaded)
         return loaded

@@ -264,7 +264,8 @@ def test_find_duplicates_groups_the_injected_copies(calibrated):
 
 def test_find_duplicates_stops_at_the_pair_limit(triton, milvus_server, calibrated):
     env = {"VSEARCH_MODEL_REPOSITORY": str(calibrated.repo), "VSEARCH_DEDUP_MAX_PAIRS": "3"}
-    calibrated.upsert([item(f"limit-{i}", png_bytes(fmnist(i))) for i in range(10)])
+    # Images no other test indexes: an exact duplicate of another test's item would tie with it at score 1.
+    calibrated.upsert([item(f"limit-{i}", png_bytes(fmnist(5000 + i))) for i in range(10)])
     with GatewayProcess([triton.grpc_url], milvus_server.uri, env=env) as process:
         stub = search_pb2_grpc.SearchServiceStub(grpc.insecure_channel(process.address))
         assert code_of(lambda: list(stub.FindDuplicates(pb.FindDuplicatesRequest(model=VIT_MODEL, min_score=-1.0),
