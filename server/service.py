@@ -284,7 +284,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         verdict = verdict_from_proto(req.min_verdict)
         if verdict is not None:
             bound = self._verdict_bound(model.name, verdict)
-            min_score = bound if min_score is None else max(min_score, bound)
+            if bound > -1.0:  # SIMILAR or better is every hit: no range search for it
+                min_score = bound if min_score is None else max(min_score, bound)
         key = BatchKey(model.name, filters_from_proto(req.filters, s), tuple(req.output_fields) or None, min_score)
         return SearchPlan(req, model, key, top_k, offset, self.calibrations.get(model.name))
 

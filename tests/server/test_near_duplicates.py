@@ -167,6 +167,10 @@ def test_every_hit_carries_its_verdict_and_min_verdict_keeps_the_bound(calibrate
     only = calibrated.stub.Search(pb.SearchRequest(model=VIT_MODEL, vector=pb.Vector(values=query.tolist()),
                                                    top_k=20, filters=[tag_filter],
                                                    min_verdict=pb.VERDICT_NEAR_DUPLICATE), timeout=30)
+    similar = calibrated.stub.Search(pb.SearchRequest(model=VIT_MODEL, vector=pb.Vector(values=query.tolist()),
+                                                      top_k=20, filters=[tag_filter],
+                                                      min_verdict=pb.VERDICT_SIMILAR), timeout=30)
+    assert [h.id for h in similar.hits] == [h.id for h in reply.hits]  # SIMILAR or better: every hit
     expected = [h.id for h in reply.hits if h.score >= c.near_duplicate.min_score]
     assert [h.id for h in only.hits] == expected
     assert all(h.verdict in (pb.VERDICT_NEAR_DUPLICATE, pb.VERDICT_EXACT) for h in only.hits)
