@@ -369,8 +369,9 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         check_id(item.id, self.settings.max_id_length)
         meta = metadata_from_proto(item.metadata, self.settings)
         policy = policy_from_proto(item.duplicate_policy)
-        if policy != "allow":
-            self._verdict_bound(model.name, NEAR_DUPLICATE)  # the gate needs a calibrated model
+        if policy != "allow" and (loaded := self.calibrations.get(model.name)).calibration is None:
+            raise InvalidRequest(f"duplicate_policy {policy.upper()} needs a calibrated model; {model.name} has none "
+                                 f"({loaded.note}): send ALLOW")
         kind = item.WhichOneof("content")
         if kind == "image":
             return PreparedItem(item.id, await self._decode(item.image, model.input_size), None, meta, policy)

@@ -65,3 +65,23 @@ def test_edited_copies_are_negatives_of_exact():
     c = fit("m", Pairs(exact, np.concatenate([exact, edited]), neg, edited, {}, 0, {}), target=0.99)
     assert c.exact.min_score == pytest.approx(1.0) and c.exact.recall == pytest.approx(0.5)
     assert c.near_duplicate.min_score == pytest.approx(0.6, abs=1e-6)
+
+
+def test_calibrate_writes_a_calibration_the_gateway_reads_and_its_report(tmp_path):
+    """The whole fit on a small Fashion-MNIST set with the committed DINO ViT (seconds)."""
+    from evaluation.calibration import calibrate
+    from server.calibration import load
+    from tests.fixtures.models import VIT_MODEL
+
+    out = tmp_path / "calibration.json"
+    c, pairs = calibrate(VIT_MODEL, "fashion_mnist", out=out, report_dir=tmp_path / "report", n_db=300,
+                         n_originals=20, n_distinct=20)
+    assert load(out, VIT_MODEL) == c
+    assert -1 <= c.near_duplicate.min_score <= c.exact.min_score <= 1
+    assert len(pairs.exact) == 4 * 20 and len(pairs.near) == len(pairs.per_level) * 20
+    assert np.all(pairs.per_level["identity"] > 0.999)  # a copy's original is itself at the identity level
+    assert c.verdict(1.0) == "EXACT"
+    png = tmp_path / "report" / f"{VIT_MODEL}.png"
+    assert 5_000 < png.stat().st_size < 300_000
+    report = (tmp_path / "report" / "README.md").read_text()
+    assert f"## {VIT_MODEL}" in report and f"{c.exact.min_score:.4f}" in report
