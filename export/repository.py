@@ -13,7 +13,8 @@ from export.onnx_cpu import write_served_graphs
 from export.onnx_export import export_onnx
 from export.parity import ParityResult, check_parity, onnx_session
 from export.triton_config import TritonModelConfig, parse_config, render_config
-from extractors.registry import CALIBRATION_FILE, committed_calibration, get_spec
+from extractors.registry import committed_calibration, get_spec
+from extractors.served_files import CALIBRATION_FILE
 from extractors.tensor_names import EMBEDDING_OUTPUT, INPUT_NAME
 
 MODEL_PY = Path(__file__).parent / "templates" / "model.py"

@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from extractors.registry import CALIBRATION_FILE
+from extractors.served_files import CALIBRATION_FILE
 
 FORMAT = "visualsearch.calibration"
 FORMAT_VERSION = 1
