@@ -227,11 +227,17 @@ def models_cmd(address: str = _ADDRESS, token: str = _TOKEN) -> None:
     except Exception as e:  # noqa: BLE001
         _fail(e)
     table = Table(title=f"models at {address}")
-    for col in ("name", "dim", "input", "metric", "items"):
+    table.add_column("name", no_wrap=True)
+    for col in ("dim", "input", "metric", "items", "verdicts"):
         table.add_column(col)
     for m in models:
-        table.add_row(m.name, str(m.dim), f"{m.input_size}x{m.input_size}", m.metric, str(m.count))
+        c = m.calibration
+        verdicts = f"EXACT >= {c['exact_min_score']:.3f}, NEAR >= {c['near_duplicate_min_score']:.3f}" if c else "-"
+        table.add_row(m.name, str(m.dim), f"{m.input_size}x{m.input_size}", m.metric, str(m.count), verdicts)
     console.print(table)
+    for m in models:
+        if m.note:
+            console.print(f"[yellow]{m.name}[/]: {m.note}")
 
 
 @app.command("stats")
@@ -280,6 +286,8 @@ def index_cmd(
     limit: int = typer.Option(0, help="index only the first N images"),
     batch_size: int = typer.Option(64), concurrency: int = typer.Option(4),
     resume: bool = typer.Option(True, help="skip ids already stored"),
+    duplicate_policy: str = typer.Option("allow", help="near-duplicates of stored items: allow, flag (report), "
+                                                       "skip (don't write) or reject (an error per item)"),
     address: str = _ADDRESS, token: str = _TOKEN,
 ) -> None:
     """Bulk indexing through the gateway: progress bar, concurrency, resumable, summary at the end."""
@@ -287,7 +295,7 @@ def index_cmd(
 
     try:
         summary = index_images(_client(address, token), folder, dataset, model, limit, batch_size, concurrency,
-                               resume)
+                               resume, duplicate_policy)
     except Exception as e:  # noqa: BLE001
         _fail(e)
     console.print(summary)
@@ -299,6 +307,9 @@ def search_cmd(
     model: str = typer.Option(None, help="model (default: the first served model)"),
     top_k: int = typer.Option(10), out: Path = typer.Option(None, help="PNG grid of the query and its hits"),
     image_root: Path = typer.Option(None, help="folder the indexed ids are relative to (for the grid)"),
+    min_score: float = typer.Option(None, help="only hits scoring at least this (cosine, -1..1)"),
+    min_verdict: str = typer.Option(None, help="only hits with this verdict or better: NEAR_DUPLICATE or EXACT"),
+    offset: int = typer.Option(0, help="skip this many hits (paging)"),
     address: str = _ADDRESS, token: str = _TOKEN,
 ) -> None:
     """Search by image: a table of hits and a PNG grid of the query and its results."""
@@ -307,7 +318,8 @@ def search_cmd(
     client = _client(address, token)
     try:
         model = model or client.list_models()[0].name
-        result = client.search(model, image=image, top_k=top_k)
+        result = client.search(model, image=image, top_k=top_k, min_score=min_score, min_verdict=min_verdict,
+                               offset=offset)
     except Exception as e:  # noqa: BLE001
         _fail(e)
     console.print(hits_table(result, title=f"{image.name} with {model}"))
@@ -385,6 +397,82 @@ def demo_cmd(
     from clients.demo import run_demo
 
     run_demo(out, fmnist_limit=limit)
+
+
+# --- Near-duplicates as a product: calibrated verdicts, a dedup gate on upsert, duplicate groups, Embed ---
+@app.command("calibrate")
+def calibrate_cmd(
+    model: list[str] = typer.Option(..., help="extractor(s) to calibrate"),
+    dataset: str = typer.Option(None, help="fashion_mnist or photos (default: by the model's input size)"),
+    n_db: int = typer.Option(20_000, help="Fashion-MNIST train images in the database"),
+    n_originals: int = typer.Option(1_000, help="originals copied at every graded level"),
+    n_distinct: int = typer.Option(1_000, help="distinct (test) queries whose best hit is a negative"),
+    threads: int = typer.Option(2, help="torch CPU threads"),
+) -> None:
+    """Fit EXACT / NEAR_DUPLICATE score thresholds per model from the graded copies: writes
+    weights/<model>/calibration.json (run `vsearch export` to serve it) and reports/calibration/."""
+    import torch
+
+    from evaluation.calibration import calibrate
+
+    torch.set_num_threads(threads)
+    for name in model:
+        c, _ = calibrate(name, dataset, n_db=n_db, n_originals=n_originals, n_distinct=n_distinct)
+        console.print(f"[green]{name}[/]: EXACT >= {c.exact.min_score:.4f} (precision {c.exact.precision:.3f}, "
+                      f"recall {c.exact.recall:.3f}); NEAR_DUPLICATE >= {c.near_duplicate.min_score:.4f} "
+                      f"(precision {c.near_duplicate.precision:.3f}, recall {c.near_duplicate.recall:.3f})")
+
+
+
+@app.command("dedup")
+def dedup_cmd(
+    model: str = typer.Option(None, help="model whose collection to scan (default: the first served model)"),
+    verdict: str = typer.Option("NEAR_DUPLICATE", help="group pairs with this verdict or better (calibrated)"),
+    min_score: float = typer.Option(None, help="group pairs scoring at least this instead of a verdict"),
+    neighbours: int = typer.Option(0, help="neighbours looked at per item (0: the gateway's default)"),
+    out: Path = typer.Option(Path("reports/dedup"), help="duplicates.json and duplicates.html go here"),
+    image_root: Path = typer.Option(None, help="folder the indexed ids are relative to (for thumbnails)"),
+    address: str = _ADDRESS, token: str = _TOKEN,
+) -> None:
+    """Every group of near-duplicates in a collection: a progress bar, then duplicates.json and an HTML page of
+    the groups with thumbnails side by side."""
+    from clients.dedup_report import find_groups, write_html, write_json
+
+    client = _client(address, token)
+    try:
+        model = model or client.list_models()[0].name
+        groups, summary = find_groups(client, model, None if min_score is not None else verdict, min_score,
+                                      neighbours)
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+    console.print(f"{summary['groups']} groups ({summary['pairs']} pairs) among {summary['items']} items at score >= "
+                  f"{summary['min_score']:.4f}, in {summary['elapsed_s']:.1f} s")
+    console.print(f"[cyan]{write_json(out / 'duplicates.json', model, groups, summary)}[/], "
+                  f"[cyan]{write_html(out / 'duplicates.html', model, groups, summary, image_root)}[/]")
+
+
+@app.command("embed")
+def embed_cmd(
+    images: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="image files"),
+    model: str = typer.Option(None, help="model (default: the first served model)"),
+    out: Path = typer.Option(None, help="write the vectors as .npy (default: print a summary)"),
+    address: str = _ADDRESS, token: str = _TOKEN,
+) -> None:
+    """The model's embeddings of the images (the Embed RPC)."""
+    import numpy as np
+
+    client = _client(address, token)
+    try:
+        model = model or client.list_models()[0].name
+        vectors = client.embed(model, list(images))
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+    if out:
+        np.save(out, vectors)
+        console.print(f"{vectors.shape[0]} x {vectors.shape[1]} float32 written to [cyan]{out}[/]")
+    else:
+        for path, v in zip(images, vectors, strict=True):
+            console.print(f"{path}: dim {len(v)}, [{', '.join(f'{x:.4f}' for x in v[:4])}, ...]")
 
 
 def main() -> None:

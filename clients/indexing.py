@@ -44,7 +44,8 @@ def _folder_items(folder: Path, limit: int) -> tuple[int, Iterator[Item]]:
 
 
 def index_images(client: SearchClient, folder: Path | None, dataset: str | None, model: str | None, limit: int = 0,
-                 batch_size: int = 64, concurrency: int = 4, resume: bool = True) -> dict:
+                 batch_size: int = 64, concurrency: int = 4, resume: bool = True,
+                 duplicate_policy: str = "allow") -> dict:
     if (folder is None) == (dataset is None):
         raise ValueError("give a folder or --dataset (not both)")
     model = model or client.list_models()[0].name
@@ -82,8 +83,9 @@ def index_images(client: SearchClient, folder: Path | None, dataset: str | None,
                             rate=f"{(progress.tasks[0].completed - skipped) / max(elapsed, 1e-9):.0f} img/s")
 
         result = client.upsert(fresh(items), model, batch_size=batch_size, concurrency=concurrency,
-                               on_batch=on_batch)
+                               on_batch=on_batch, duplicate_policy=duplicate_policy)
     seconds = time.perf_counter() - start
     return {"model": model, "total": total, "indexed": result.upserted, "skipped_existing": skipped,
             "errors": len(result.errors), "first_errors": result.errors[:5], "seconds": round(seconds, 1),
+            "duplicates": len(result.duplicates), "skipped_duplicates": result.skipped,
             "images_per_s": round(result.upserted / max(seconds, 1e-9), 1)}

@@ -45,10 +45,11 @@ def resolve_image(item_id: str, image_root: Path | None = None) -> Image.Image |
 
 def hits_table(result: SearchResult, title: str = "") -> Table:
     table = Table(title=title or f"hits ({result.model})")
-    for col in ("rank", "id", "score", "metadata"):
+    for col in ("rank", "id", "score", "verdict", "metadata"):
         table.add_column(col)
     for rank, h in enumerate(result.hits, 1):
-        table.add_row(str(rank), h.id, f"{h.score:.4f}", ", ".join(f"{k}={v}" for k, v in h.metadata.items()))
+        table.add_row(str(rank), h.id, f"{h.score:.4f}", h.verdict or "-",
+                      ", ".join(f"{k}={v}" for k, v in h.metadata.items()))
     t = result.timings
     table.caption = (f"decode {t['decode_ms']:.1f} ms, embed {t['embed_ms']:.1f} ms, search {t['search_ms']:.1f} ms,"
                      f" total {t['total_ms']:.1f} ms (gateway)")

@@ -58,7 +58,7 @@ class Hit:
     id: str
     score: float
     metadata: dict
-    verdict: str = ""  # "EXACT", "NEAR_DUPLICATE", "SIMILAR"; "" when the model gives none
+    verdict: str | None = None  # EXACT, NEAR_DUPLICATE or SIMILAR from the model's calibration; None without one
     thumbnail: bytes = b""
     explanation: Explanation | None = None
 
@@ -85,6 +85,28 @@ class UpsertResult:
     received: int = 0
     upserted: int = 0
     errors: list[tuple[str, str, str]] = field(default_factory=list)  # (id, code, message)
+    duplicates: list[Duplicate] = field(default_factory=list)  # what the dedup gate found (duplicate_policy)
+    skipped: int = 0  # not written: duplicates under the SKIP policy
+
+    def add(self, reply: pb.UpsertResponse) -> None:
+        self.received += reply.received
+        self.upserted += reply.upserted
+        self.skipped += reply.skipped
+        self.errors += [(e.id, e.code, e.message) for e in reply.errors]
+        self.duplicates += [Duplicate(d.id, d.duplicate_of, d.score, _verdict(d.verdict),
+                                      pb.DuplicatePolicy.Name(d.action).removeprefix("DUPLICATE_POLICY_").lower())
+                            for d in reply.duplicates]
+
+
+@dataclass
+class Duplicate:
+    """An upserted item that duplicates ``duplicate_of``; ``action``: flag (written), skip or reject."""
+
+    id: str
+    duplicate_of: str
+    score: float
+    verdict: str | None
+    action: str
 
 
 @dataclass
@@ -94,6 +116,8 @@ class ModelInfo:
     metric: str
     count: int
     input_size: int
+    calibration: dict | None = None  # the verdict thresholds (Calibration's fields), None when uncalibrated
+    note: str = ""  # why a model gives no verdicts
 
 
 def image_bytes(image) -> bytes:
@@ -140,16 +164,23 @@ def filters_to_proto(filters: dict | None) -> list[pb.FilterClause]:
 
 
 def search_request(model: str, image=None, vector=None, id: str | None = None, top_k: int = 10,
-                   filters: dict | None = None, output_fields: list[str] | None = None, *, explain: bool = False,
-                   explain_png: bool = False, region: tuple[float, float, float, float] | None = None,
+                   filters: dict | None = None, output_fields: list[str] | None = None, *,
+                   min_score: float | None = None, min_verdict: str | None = None, offset: int = 0,
+                   explain: bool = False, explain_png: bool = False,
+                   region: tuple[float, float, float, float] | None = None,
                    include_thumbnails: bool = False) -> pb.SearchRequest:
-    """``region``: (x0, y0, x1, y1) of the query image, normalised; ``explain_png`` implies ``explain``."""
+    """``min_score``: only hits scoring at least that; ``min_verdict``: "NEAR_DUPLICATE" or "EXACT" (a calibrated
+    model's bound); ``offset``: skip that many hits (paging); ``region``: (x0, y0, x1, y1) of the query image,
+    normalised; ``explain_png`` implies ``explain``; ``include_thumbnails``: each hit's stored thumbnail."""
     given = [x is not None for x in (image, vector, id)]
     if sum(given) != 1:
         raise ValueError("give exactly one of image=, vector= or id=")
     req = pb.SearchRequest(model=model, top_k=top_k, filters=filters_to_proto(filters),
-                           output_fields=output_fields or [], explain=explain or explain_png,
+                           output_fields=output_fields or [], offset=offset,
+                           min_verdict=verdict_to_proto(min_verdict), explain=explain or explain_png,
                            explain_png=explain_png, include_thumbnails=include_thumbnails)
+    if min_score is not None:
+        req.min_score = min_score
     if region is not None:
         req.region.CopyFrom(pb.Region(x0=region[0], y0=region[1], x1=region[2], y1=region[3]))
     if image is not None:
@@ -169,22 +200,61 @@ def explanation_from_proto(h: pb.Hit) -> Explanation | None:
                        e.query_overlay_png, e.hit_overlay_png)
 
 
-def verdict_name(v: pb.Verdict.ValueType) -> str:
-    return "" if v == pb.VERDICT_UNSPECIFIED else pb.Verdict.Name(v).removeprefix("VERDICT_")
-
-
 def result_from_proto(r: pb.SearchResponse) -> SearchResult:
     t = r.timings
     return SearchResult(r.model, [Hit(h.id, h.score, {k: from_value(v) for k, v in h.metadata.items()},
-                                      verdict_name(h.verdict), h.thumbnail, explanation_from_proto(h))
+                                      _verdict(h.verdict), h.thumbnail, explanation_from_proto(h))
                                   for h in r.hits],
                         {"decode_ms": t.decode_ms, "embed_ms": t.embed_ms, "search_ms": t.search_ms,
                          "explain_ms": t.explain_ms, "total_ms": t.total_ms, "queue_ms": t.queue_ms})
 
 
-def upsert_requests(items: Iterable[Item], model: str) -> Iterator[pb.UpsertRequest]:
+VERDICTS = ("SIMILAR", "NEAR_DUPLICATE", "EXACT")
+POLICIES = ("allow", "flag", "skip", "reject")
+
+
+def verdict_to_proto(verdict: str | None) -> pb.Verdict.ValueType:
+    if verdict is None:
+        return pb.VERDICT_UNSPECIFIED
+    if verdict.upper() not in VERDICTS:
+        raise ValueError(f"unknown verdict {verdict!r}; use one of {', '.join(VERDICTS)}")
+    return pb.Verdict.Value(f"VERDICT_{verdict.upper()}")
+
+
+def _verdict(value: pb.Verdict.ValueType) -> str | None:
+    return None if value == pb.VERDICT_UNSPECIFIED else pb.Verdict.Name(value).removeprefix("VERDICT_")
+
+
+def policy_to_proto(policy: str) -> pb.DuplicatePolicy.ValueType:
+    if policy.lower() not in POLICIES:
+        raise ValueError(f"unknown duplicate policy {policy!r}; use one of {', '.join(POLICIES)}")
+    return pb.DuplicatePolicy.Value(f"DUPLICATE_POLICY_{policy.upper()}")
+
+
+@dataclass
+class DuplicateGroups:
+    """What ``find_duplicates`` yields: ``progress`` (scanned, total) while it scans, then each group (ids, best
+    score), then the summary."""
+
+    progress: tuple[int, int] | None = None
+    group: tuple[list[str], float] | None = None
+    summary: dict | None = None
+
+
+def model_info(m: pb.ModelInfo) -> ModelInfo:
+    c = m.calibration if m.HasField("calibration") else None
+    calibration = None if c is None else {
+        "version": c.version, "exact_min_score": c.exact_min_score, "exact_precision": c.exact_precision,
+        "exact_recall": c.exact_recall, "near_duplicate_min_score": c.near_duplicate_min_score,
+        "near_duplicate_precision": c.near_duplicate_precision, "near_duplicate_recall": c.near_duplicate_recall}
+    return ModelInfo(m.name, m.dim, m.metric, m.count, m.input_size, calibration, m.note)
+
+
+def upsert_requests(items: Iterable[Item], model: str, duplicate_policy: str = "allow") -> Iterator[pb.UpsertRequest]:
+    policy = policy_to_proto(duplicate_policy)
     for it in items:
-        req = pb.UpsertRequest(model=model, id=it.id, metadata={k: to_value(v) for k, v in it.metadata.items()})
+        req = pb.UpsertRequest(model=model, id=it.id, metadata={k: to_value(v) for k, v in it.metadata.items()},
+                               duplicate_policy=policy)
         if it.image is not None:
             req.image = image_bytes(it.image)
         elif it.vector is not None:
@@ -230,7 +300,8 @@ class SearchClient:
 
     def search(self, model: str, image=None, vector=None, id: str | None = None, top_k: int = 10,
                filters: dict | None = None, output_fields: list[str] | None = None, **options) -> SearchResult:
-        """``options``: ``explain``, ``explain_png``, ``region``, ``include_thumbnails`` (see ``search_request``)."""
+        """``options``: ``min_score``, ``min_verdict``, ``offset``, ``explain``, ``explain_png``, ``region``,
+        ``include_thumbnails`` (see ``search_request``)."""
         req = search_request(model, image, vector, id, top_k, filters, output_fields, **options)
         return result_from_proto(self._call(self.stub.Search, req))
 
@@ -239,13 +310,14 @@ class SearchClient:
         return [result_from_proto(r) for r in reply.results]
 
     def upsert(self, items: Iterable[Item], model: str, batch_size: int = 64, concurrency: int = 4,
-               on_batch=None) -> UpsertResult:
+               on_batch=None, duplicate_policy: str = "allow") -> UpsertResult:
         """Streams items in batches, ``concurrency`` batches at a time; a batch that fails with a transient
-        error (UNAVAILABLE...) is resent whole: upserts are idempotent by id."""
+        error (UNAVAILABLE...) is resent whole: upserts are idempotent by id. ``duplicate_policy`` (allow, flag,
+        skip, reject): what the gateway does with an item that near-duplicates a stored one."""
         total = UpsertResult()
 
         def send(batch: list[Item]) -> pb.UpsertResponse:
-            return self._call(self.stub.Upsert, lambda: upsert_requests(batch, model))
+            return self._call(self.stub.Upsert, lambda: upsert_requests(batch, model, duplicate_policy))
 
         def batches():
             batch: list[Item] = []
@@ -259,9 +331,7 @@ class SearchClient:
 
         with ThreadPoolExecutor(concurrency) as pool:
             for reply in pool.map(send, batches()):
-                total.received += reply.received
-                total.upserted += reply.upserted
-                total.errors += [(e.id, e.code, e.message) for e in reply.errors]
+                total.add(reply)
                 if on_batch:
                     on_batch(reply)
         return total
@@ -280,7 +350,33 @@ class SearchClient:
 
     def list_models(self) -> list[ModelInfo]:
         reply = self._call(self.stub.ListModels, pb.ListModelsRequest())
-        return [ModelInfo(m.name, m.dim, m.metric, m.count, m.input_size) for m in reply.models]
+        return [model_info(m) for m in reply.models]
+
+    def embed(self, model: str, images: list) -> np.ndarray:
+        """float32 [N, D]: the model's embeddings of the images (paths, bytes or PIL images)."""
+        reply = self._call(self.stub.Embed, pb.EmbedRequest(model=model, images=[image_bytes(i) for i in images]))
+        return np.array([v.values for v in reply.vectors], dtype=np.float32).reshape(len(reply.vectors), -1)
+
+    def find_duplicates(self, model: str, min_score: float | None = None, min_verdict: str | None = None,
+                        neighbours: int = 0, timeout: float | None = 3600.0) -> Iterator[DuplicateGroups]:
+        """Streams the scan's progress, every group of near-duplicates, then the summary (see DuplicateGroups).
+        Default bound: the model's calibrated NEAR_DUPLICATE score."""
+        req = pb.FindDuplicatesRequest(model=model, min_verdict=verdict_to_proto(min_verdict), neighbours=neighbours)
+        if min_score is not None:
+            req.min_score = min_score
+        try:
+            for r in self.stub.FindDuplicates(req, timeout=timeout, metadata=self.metadata):
+                kind = r.WhichOneof("message")
+                if kind == "progress":
+                    yield DuplicateGroups(progress=(r.progress.scanned, r.progress.total))
+                elif kind == "group":
+                    yield DuplicateGroups(group=(list(r.group.ids), r.group.max_score))
+                elif kind == "summary":
+                    m = r.summary
+                    yield DuplicateGroups(summary={"items": m.items, "pairs": m.pairs, "groups": m.groups,
+                                                   "elapsed_s": m.elapsed_s, "min_score": m.min_score})
+        except grpc.RpcError as e:
+            raise SearchError.from_rpc(e) from None
 
     def close(self) -> None:
         self.channel.close()
@@ -323,16 +419,21 @@ class AsyncSearchClient:
         req = search_request(model, image, vector, id, top_k, filters, output_fields, **options)
         return result_from_proto(await self._call(self.stub.Search, req))
 
-    async def upsert(self, items: Iterable[Item], model: str) -> UpsertResult:
-        reply = await self._call(self.stub.Upsert, upsert_requests(items, model), retry=False)
-        return UpsertResult(reply.received, reply.upserted, [(e.id, e.code, e.message) for e in reply.errors])
+    async def upsert(self, items: Iterable[Item], model: str, duplicate_policy: str = "allow") -> UpsertResult:
+        result = UpsertResult()
+        result.add(await self._call(self.stub.Upsert, upsert_requests(items, model, duplicate_policy), retry=False))
+        return result
+
+    async def embed(self, model: str, images: list) -> np.ndarray:
+        reply = await self._call(self.stub.Embed, pb.EmbedRequest(model=model, images=[image_bytes(i) for i in images]))
+        return np.array([v.values for v in reply.vectors], dtype=np.float32).reshape(len(reply.vectors), -1)
 
     async def delete(self, model: str, ids: list[str]) -> int:
         return (await self._call(self.stub.Delete, pb.DeleteRequest(model=model, ids=ids))).deleted
 
     async def list_models(self) -> list[ModelInfo]:
         reply = await self._call(self.stub.ListModels, pb.ListModelsRequest())
-        return [ModelInfo(m.name, m.dim, m.metric, m.count, m.input_size) for m in reply.models]
+        return [model_info(m) for m in reply.models]
 
     async def close(self) -> None:
         await self.channel.close()

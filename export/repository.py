@@ -13,7 +13,8 @@ from export.onnx_cpu import write_served_graphs
 from export.onnx_export import export_onnx
 from export.parity import ParityResult, check_contributions_parity, check_parity, onnx_session
 from export.triton_config import TritonModelConfig, parse_config, render_config
-from extractors.registry import get_spec
+from extractors.registry import committed_calibration, get_spec
+from extractors.served_files import CALIBRATION_FILE
 from extractors.tensor_names import EMBEDDING_OUTPUT, INPUT_NAME
 
 MODEL_PY = Path(__file__).parent / "templates" / "model.py"
@@ -59,7 +60,18 @@ def export_model(name: str, repo: Path, target: str, config: TritonModelConfig, 
     text = render_config(name, spec.input_size, onnx_output_dims(onnx_path, spec.input_size), target, config)
     parse_config(text)  # never write a config Triton would reject
     (model_dir / "config.pbtxt").write_text(text)
+    place_calibration(name, model_dir)
     return result
+
+
+def place_calibration(name: str, model_dir: Path) -> None:
+    """The gateway reads a model's verdict thresholds beside it (``weights/<model>/calibration.json``, fitted by
+    ``vsearch calibrate``); a stale copy must not outlive a removed one."""
+    calibration = committed_calibration(name)
+    if calibration.exists():
+        shutil.copyfile(calibration, model_dir / CALIBRATION_FILE)
+    else:
+        (model_dir / CALIBRATION_FILE).unlink(missing_ok=True)
 
 
 def export_repository(names: list[str], repo: Path, target: str, config: TritonModelConfig,

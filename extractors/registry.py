@@ -28,6 +28,7 @@ from extractors.checkpoints import load_backbone
 from extractors.datasets import FMNIST_MEAN, FMNIST_STD
 from extractors.descriptors import CopyDescriptor, PCAWhitening
 from extractors.embedding import EmbeddingModel, GreyPixels, ViTCLSEmbedding, ViTEmbeddingWithAttention
+from extractors.served_files import CALIBRATION_FILE
 from extractors.vit import build_vit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +39,11 @@ FMNIST_MEAN_255 = tuple(m * 255 for m in FMNIST_MEAN)
 FMNIST_STD_255 = tuple(s * 255 for s in FMNIST_STD)
 PIXELS = "pixels"  # the raw-pixel floor's registry name (results.json and the reports use it)
 WHITENING_FILE = "whitening.pth"
+
+
+def committed_calibration(name: str) -> Path:
+    """Where `vsearch calibrate` writes a model's calibration; export copies it beside the served model."""
+    return COMMITTED_WEIGHTS / name / CALIBRATION_FILE
 
 
 def user_weights_dir() -> Path:

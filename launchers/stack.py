@@ -43,8 +43,10 @@ class Stack(contextlib.AbstractContextManager):
                 uri = self.milvus.uri
                 console.print(f"Milvus ready on {uri} (data in {s.milvus_data_dir})")
             with console.status("starting the gateway"):
+                # The gateway reads the models' calibrations beside them in the repository Triton serves.
+                env = {"VSEARCH_MODEL_REPOSITORY": str(Path(s.model_repository).resolve()), **self.gateway_env}
                 self.gateway = self._stack.enter_context(
-                    GatewayProcess([self.triton.grpc_url], uri, port=self.gateway_port, env=self.gateway_env))
+                    GatewayProcess([self.triton.grpc_url], uri, port=self.gateway_port, env=env))
             console.print(f"gateway ready on [bold]{self.gateway.address}[/]")
         except BaseException:
             self.stop()

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from server.calibration import EXACT, NEAR_DUPLICATE, SIMILAR
 from server.settings import Settings
-from server.validation import InvalidRequest, check_filter, check_filters, check_metadata, check_vector
+from server.validation import (
+    DUPLICATE_POLICIES,
+    InvalidRequest,
+    check_filter,
+    check_filters,
+    check_metadata,
+    check_vector,
+)
 from server.vector_store.base import FilterClause
 from visualsearch.v1 import search_pb2 as pb
 
@@ -52,3 +60,29 @@ def filters_from_proto(clauses, settings: Settings) -> tuple[FilterClause, ...]:
 
 def vector_from_proto(v: pb.Vector, dim: int) -> np.ndarray:
     return check_vector(v.values, dim)
+
+
+VERDICTS: dict[int, str] = {pb.VERDICT_SIMILAR: SIMILAR, pb.VERDICT_NEAR_DUPLICATE: NEAR_DUPLICATE,
+                             pb.VERDICT_EXACT: EXACT}
+VERDICT_PROTO: dict[str, pb.Verdict.ValueType] = {name: pb.Verdict.Value(f"VERDICT_{name}")
+                                                  for name in VERDICTS.values()}
+POLICIES: dict[int, str] = {pb.DUPLICATE_POLICY_UNSPECIFIED: "allow", pb.DUPLICATE_POLICY_ALLOW: "allow",
+            pb.DUPLICATE_POLICY_FLAG: "flag", pb.DUPLICATE_POLICY_SKIP: "skip", pb.DUPLICATE_POLICY_REJECT: "reject"}
+POLICY_PROTO = {"flag": pb.DUPLICATE_POLICY_FLAG, "skip": pb.DUPLICATE_POLICY_SKIP,
+                "reject": pb.DUPLICATE_POLICY_REJECT}
+assert set(POLICIES.values()) == set(DUPLICATE_POLICIES)
+
+
+def verdict_from_proto(value: int, what: str = "min_verdict") -> str | None:
+    """A verdict name, or None for UNSPECIFIED (no verdict asked for)."""
+    if value == pb.VERDICT_UNSPECIFIED:
+        return None
+    if value not in VERDICTS:
+        raise InvalidRequest(f"{what} {value} is not a verdict: use SIMILAR, NEAR_DUPLICATE or EXACT")
+    return VERDICTS[value]
+
+
+def policy_from_proto(value: int) -> str:
+    if value not in POLICIES:
+        raise InvalidRequest(f"duplicate_policy {value} is unknown: use ALLOW, FLAG, SKIP or REJECT")
+    return POLICIES[value]

@@ -71,6 +71,11 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
             return handler  # health and reflection pass through untouched
         method = full.removeprefix(SERVICE_PREFIX)
         authorized = self._authorized(method, handler_call_details.invocation_metadata)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._streaming(method, authorized, handler.unary_stream),
+                request_deserializer=lenient(handler.request_deserializer),
+                response_serializer=handler.response_serializer)
         behavior = handler.unary_unary or handler.stream_unary
 
         async def wrapper(request, context):
@@ -99,3 +104,33 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
         return make(wrapper, request_deserializer=lenient(handler.request_deserializer),
                     response_serializer=handler.response_serializer)
+
+    def _streaming(self, method: str, authorized: bool, behavior):
+        """The same auth, status mapping and metrics for a server-streaming RPC (FindDuplicates): a failure after
+        some responses were sent ends the stream with the mapped status."""
+
+        async def wrapper(request, context):
+            start = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                if not authorized:
+                    code = grpc.StatusCode.UNAUTHENTICATED
+                    await context.abort(code, "missing or wrong token: send metadata 'authorization: Bearer <token>'")
+                if isinstance(request, Undecodable):
+                    raise request.rejected()
+                async for response in behavior(request, context):
+                    yield response
+            except grpc.aio.AbortError:
+                raise
+            except Exception as e:  # noqa: BLE001 - mapped to a status right here
+                code, message = status_of(e)
+                if code == grpc.StatusCode.INTERNAL:
+                    log.exception("%s failed", method)
+                else:
+                    log.info("%s -> %s: %s", method, code.name, message)
+                await context.abort(code, message)
+            finally:
+                self.metrics.requests.labels(method, code.name).inc()
+                self.metrics.latency.labels(method).observe(time.perf_counter() - start)
+
+        return wrapper

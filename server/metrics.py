@@ -21,3 +21,6 @@ class GatewayMetrics:
         self.backend_errors = Counter("vsearch_backend_errors_total", "failed calls to Triton or Milvus",
                                       ["backend"], registry=self.registry)
         self.upserted = Counter("vsearch_items_upserted_total", "items written", ["model"], registry=self.registry)
+        self.upsert_duplicates = Counter("vsearch_upsert_duplicates_total", "upserted items found to duplicate another "
+                                         "item, by the action taken (flag, skip, reject)", ["model", "action"],
+                                         registry=self.registry)

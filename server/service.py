@@ -9,6 +9,7 @@ uses the same decode and embed stages. Rules on request fields live in ``server.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
@@ -20,7 +21,19 @@ import numpy as np
 
 from server.admission import DecodeAdmission
 from server.batching import Coalescer
-from server.convert import filters_from_proto, metadata_from_proto, metadata_to_proto, vector_from_proto
+from server.calibration import NEAR_DUPLICATE, Calibrations, Loaded
+from server.convert import (
+    POLICY_PROTO,
+    VERDICT_PROTO,
+    filters_from_proto,
+    metadata_from_proto,
+    metadata_to_proto,
+    policy_from_proto,
+    vector_from_proto,
+    verdict_from_proto,
+)
+from server.dedup import find_duplicates
+from server.dedup_gate import WRITES, Match, gate
 from server.embedder import Embedder, EmbedderUnavailable, ModelDescription
 from server.errors import RpcError, status_of
 from server.hit_details import add_details
@@ -28,9 +41,19 @@ from server.imaging import Box, open_image
 from server.live_recall import LiveRecall
 from server.load_metrics import LoadMetrics
 from server.metrics import GatewayMetrics
+from server.recent_writes import RecentWrites
 from server.settings import Settings
 from server.shedding import QuerySlots, deadline_of, refuse_if_late
-from server.validation import InvalidRequest, check_explain, check_id, check_ids, check_region, check_top_k
+from server.validation import (
+    InvalidRequest,
+    check_explain,
+    check_id,
+    check_ids,
+    check_min_score,
+    check_offset,
+    check_region,
+    check_top_k,
+)
 from server.vector_store import FilterClause, Hit, VectorStore, VectorStoreUnavailable
 from visualsearch.v1 import search_pb2 as pb
 from visualsearch.v1 import search_pb2_grpc
@@ -46,6 +69,8 @@ class BatchKey:
     model: str
     filters: tuple[FilterClause, ...]
     output_fields: tuple[str, ...] | None
+    min_score: float | None = None  # a range search: one radius per Milvus call
+    embed_only: bool = False  # Embed: the batch stops after Triton
 
 
 @dataclass(frozen=True)
@@ -56,6 +81,8 @@ class SearchPlan:
     model: ModelDescription
     key: BatchKey
     top_k: int
+    offset: int = 0
+    calibration: Loaded | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +92,7 @@ class Query:
     pixels: np.ndarray | None
     vector: np.ndarray | None
     top_k: int
+    offset: int = 0
 
 
 @dataclass(frozen=True)
@@ -74,6 +102,7 @@ class BatchResult:
     hits: list[Hit]
     embed_ms: float
     search_ms: float
+    vector: np.ndarray | None = None  # the query's embedding (Embed)
 
 
 @dataclass
@@ -98,6 +127,17 @@ class PreparedItem:
     vector: np.ndarray | None
     metadata: dict = field(default_factory=dict)
     thumbnail: bytes = b""
+    policy: str = "allow"  # what the dedup gate does if it duplicates another item
+
+
+@dataclass
+class UpsertOutcome:
+    """What an Upsert call reports beyond its counts: the items the dedup gate matched."""
+
+    upserted: int = 0
+    skipped: int = 0
+    errors: list[pb.ItemError] = field(default_factory=list)
+    duplicates: list[pb.DuplicateReport] = field(default_factory=list)
 
 
 class SearchService(search_pb2_grpc.SearchServiceServicer):
@@ -122,6 +162,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         self._unflushed: dict[str, int] = {}  # model -> rows written since our last flush
         self._flush_timers: dict[str, asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task] = set()
+        self.calibrations = Calibrations(settings.model_repository, settings.calibration_recheck_s)
+        self._recent = RecentWrites(settings.dedup_recent_s, settings.dedup_recent_max_items)
 
     # --------------------------------------------------------------------------------------------- RPCs
     async def Search(self, request, context):
@@ -140,23 +182,25 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             return pb.SearchBatchResponse(results=await self._search(list(request.queries), deadline_of(context)))
 
     async def Upsert(self, request_iterator: AsyncIterator[pb.UpsertRequest], context):
-        received, upserted, errors = 0, 0, list[pb.ItemError]()
+        received, outcome = 0, UpsertOutcome()
         chunk: list[pb.UpsertRequest] = []
         async for item in request_iterator:
             received += 1
             chunk.append(item)
             if len(chunk) >= self.settings.upsert_chunk:
-                upserted += await self._upsert_chunk(chunk, errors)
+                await self._upsert_chunk(chunk, outcome)
                 chunk = []
         if chunk:
-            upserted += await self._upsert_chunk(chunk, errors)
-        return pb.UpsertResponse(received=received, upserted=upserted, errors=errors)
+            await self._upsert_chunk(chunk, outcome)
+        return pb.UpsertResponse(received=received, upserted=outcome.upserted, errors=outcome.errors,
+                                 duplicates=outcome.duplicates, skipped=outcome.skipped)
 
     async def Delete(self, request, context):
         model = await self._model(request.model)
         ids = check_ids(list(request.ids), self.settings.max_id_length, "Delete")
         await self._ensure_collection(model)
         deleted = await self._store(self.store.delete, model.name, ids)
+        self._recent.forget(model.name, ids)
         return pb.DeleteResponse(deleted=deleted)
 
     async def Get(self, request, context):
@@ -177,9 +221,61 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         out = []
         for m in self._models.values():
             info = await self._store(self.store.describe, m.name)
+            loaded = self.calibrations.get(m.name)
             out.append(pb.ModelInfo(name=m.name, dim=m.dim, metric="COSINE", input_size=m.input_size,
-                                    count=int(info["count"]) if info else 0))
+                                    count=int(info["count"]) if info else 0, note=loaded.note,
+                                    calibration=_calibration_proto(loaded)))
         return pb.ListModelsResponse(models=out)
+
+    # ------------------------------------------------------------------- Embed and FindDuplicates (issue 15)
+    async def Embed(self, request, context):
+        """The images' embeddings, through the search path's decode, limits and coalesced Triton batches."""
+        start = time.perf_counter()
+        n = len(request.images)
+        if n == 0:
+            raise InvalidRequest("Embed needs at least one image")
+        if n > self.settings.max_batch_queries:
+            raise RpcError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"{n} images in one Embed; the limit is {self.settings.max_batch_queries}")
+        model = await self._model(request.model)
+        t = Timings()
+        deadline = deadline_of(context)
+        decoded = await _all([self._decode(image, model.input_size, deadline) for image in request.images])
+        t.queue_ms = max(queue_ms for _, _, queue_ms in decoded)
+        t.decode_ms = (time.perf_counter() - start) * 1e3 - t.queue_ms
+        key = BatchKey(model.name, (), None, embed_only=True)
+        results = await self._batches.submit_many(key, [Query(p, None, 0) for p, _, _ in decoded], deadline)
+        t.embed_ms = (time.perf_counter() - start) * 1e3 - t.decode_ms
+        t.total_ms = (time.perf_counter() - start) * 1e3
+        return pb.EmbedResponse(model=model.name, timings=t.proto(),
+                                vectors=[pb.Vector(values=np.asarray(r.vector).tolist()) for r in results])
+
+    async def FindDuplicates(self, request, context):
+        """Scan the collection by key pages, range-search each page, union the pairs (server/dedup.py)."""
+        s = self.settings
+        start = time.perf_counter()
+        model = await self._model(request.model)
+        if request.HasField("min_score"):
+            bound = check_min_score(request.min_score)
+        else:
+            bound = self._verdict_bound(model.name, verdict_from_proto(request.min_verdict) or NEAR_DUPLICATE)
+        neighbours = check_top_k(request.neighbours, s.dedup_default_neighbours, s.max_top_k - 1)
+        await self._ensure_collection(model)
+        total = await self._store(self.store.count, model.name)
+        scan = functools.partial(self._store, self.store.scan, model.name)
+        search = functools.partial(self._store, self.store.search, model.name)
+        async for message in find_duplicates(scan, search, total, bound, neighbours, s.dedup_scan_batch,
+                                             s.dedup_max_pairs, start):
+            yield message
+
+    def _verdict_bound(self, model: str, verdict: str) -> float:
+        """The calibrated lowest score of ``verdict`` (INVALID_ARGUMENT on a model without a calibration)."""
+        loaded = self.calibrations.get(model)
+        if loaded.calibration is None:
+            raise InvalidRequest(f"a verdict needs a calibrated model; {model} has none ({loaded.note}): set "
+                                 "min_score instead")
+        bound = loaded.calibration.bound(verdict)
+        return -1.0 if bound is None else bound
 
     # ------------------------------------------------------------------------------------ the search path
     async def _search(self, requests: list[pb.SearchRequest], deadline: float | None = None) -> list[pb.SearchResponse]:
@@ -249,8 +345,15 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             raise RpcError(grpc.StatusCode.FAILED_PRECONDITION,
                            f"model {model.name} cannot explain its hits: its served graph has no patch_contributions "
                            "output (re-export it with `vsearch export`; a ViT serving its bare CLS token has none)")
-        key = BatchKey(model.name, filters_from_proto(req.filters, s), tuple(req.output_fields) or None)
-        return SearchPlan(req, model, key, top_k)
+        offset = check_offset(req.offset, top_k, s.max_top_k)
+        min_score = check_min_score(req.min_score) if req.HasField("min_score") else None
+        verdict = verdict_from_proto(req.min_verdict)
+        if verdict is not None:
+            bound = self._verdict_bound(model.name, verdict)
+            if bound > -1.0:  # SIMILAR or better is every hit: no range search for it
+                min_score = bound if min_score is None else max(min_score, bound)
+        key = BatchKey(model.name, filters_from_proto(req.filters, s), tuple(req.output_fields) or None, min_score)
+        return SearchPlan(req, model, key, top_k, offset, self.calibrations.get(model.name))
 
     async def _query(self, plan: SearchPlan, t: Timings, deadline: float | None = None) -> Query:
         """Pixels for an image query, the vector for a vector query or a stored id."""
@@ -262,15 +365,15 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             t0 = time.perf_counter()
             pixels, _, t.queue_ms = await self._decode(req.image, model.input_size, deadline, region)
             t.decode_ms = (time.perf_counter() - t0) * 1e3 - t.queue_ms
-            return Query(pixels, None, plan.top_k)
+            return Query(pixels, None, plan.top_k, plan.offset)
         if kind == "vector":
-            return Query(None, vector_from_proto(req.vector, model.dim), plan.top_k)
+            return Query(None, vector_from_proto(req.vector, model.dim), plan.top_k, plan.offset)
         if kind == "id":
             check_id(req.id, self.settings.max_id_length)
             records = await self._store(self.store.get, model.name, [req.id])
             if not records:
                 raise RpcError(grpc.StatusCode.NOT_FOUND, f"no item with id {req.id[:100]!r} in model {model.name}")
-            return Query(None, np.asarray(records[0].vector, dtype=np.float32), plan.top_k)
+            return Query(None, np.asarray(records[0].vector, dtype=np.float32), plan.top_k, plan.offset)
         raise InvalidRequest("set one query: image (encoded bytes), vector, or id")
 
     async def _run_batch(self, key: BatchKey, queries: list[Query]) -> list[BatchResult]:
@@ -279,13 +382,17 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         t0 = time.perf_counter()
         vectors = await self._vectors(self._models[key.model], queries)
         t1 = time.perf_counter()
+        if key.embed_only:
+            return [BatchResult([], (t1 - t0) * 1e3, 0.0, v) for v in vectors]
         hits = await self._store(self.store.search, key.model, vectors,
-                                 max(q.top_k for q in queries), key.filters,
-                                 list(key.output_fields) if key.output_fields is not None else None)
+                                 max(q.offset + q.top_k for q in queries), key.filters,
+                                 list(key.output_fields) if key.output_fields is not None else None, key.min_score)
         embed_ms, search_ms = (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
-        for q, vector, found in zip(queries, vectors, hits, strict=True):
-            self.live_recall.observe(key.model, key.filters, vector, found[:q.top_k], q.top_k)
-        return [BatchResult(h[:q.top_k], embed_ms, search_ms) for h, q in zip(hits, queries, strict=True)]
+        if key.min_score is None:  # live recall compares top-k lists; a range search answers another question
+            for q, vector, found in zip(queries, vectors, hits, strict=True):
+                self.live_recall.observe(key.model, key.filters, vector, found[:q.top_k], q.top_k)
+        return [BatchResult(h[q.offset:q.offset + q.top_k], embed_ms, search_ms)
+                for h, q in zip(hits, queries, strict=True)]
 
     def _response(self, plan: SearchPlan, query: Query, result: BatchResult | None, t: Timings, waited_ms: float,
                   start: float) -> pb.SearchResponse:
@@ -300,14 +407,17 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         self.metrics.stage.labels("search").observe(t.search_ms / 1e3)
         t.total_ms = (time.perf_counter() - start) * 1e3
         fields = list(plan.key.output_fields) if plan.key.output_fields else None
+        calibration = plan.calibration.calibration if plan.calibration else None
         return pb.SearchResponse(
             model=plan.model.name,
-            hits=[pb.Hit(id=h.id, score=h.score, metadata=metadata_to_proto(h.metadata, fields)) for h in result.hits],
+            hits=[pb.Hit(id=h.id, score=h.score, metadata=metadata_to_proto(h.metadata, fields),
+                         verdict=VERDICT_PROTO[calibration.verdict(h.score)] if calibration else pb.VERDICT_UNSPECIFIED)
+                  for h in result.hits],
             timings=t.proto(),
         )
 
     # ------------------------------------------------------------------------------------ the upsert path
-    async def _upsert_chunk(self, chunk: list[pb.UpsertRequest], errors: list[pb.ItemError]) -> int:
+    async def _upsert_chunk(self, chunk: list[pb.UpsertRequest], outcome: UpsertOutcome) -> None:
         """Validates and decodes per item (a bad item is reported, not fatal), then per model one embed call and one
         write. A backend outage is fatal to the call (UNAVAILABLE): upserts are idempotent, so the client resends."""
         ready: dict[str, list[PreparedItem]] = {}
@@ -320,36 +430,84 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                 raise
             except Exception as e:  # noqa: BLE001 - every per-item failure becomes an ItemError
                 code, message = status_of(e)
-                errors.append(pb.ItemError(id=item.id[:256], code=code.name, message=message))
+                outcome.errors.append(pb.ItemError(id=item.id[:256], code=code.name, message=message))
 
         await asyncio.gather(*[prepare(item) for item in chunk])
-        written = 0
         for name, items in ready.items():
-            await self._write(self._models[name], items)
-            written += len(items)
-        return written
+            await self._write(self._models[name], items, outcome)
 
     async def _prepare_item(self, item: pb.UpsertRequest, model: ModelDescription) -> PreparedItem:
         check_id(item.id, self.settings.max_id_length)
         meta = metadata_from_proto(item.metadata, self.settings)
+        policy = policy_from_proto(item.duplicate_policy)
+        if policy != "allow" and (loaded := self.calibrations.get(model.name)).calibration is None:
+            raise InvalidRequest(f"duplicate_policy {policy.upper()} needs a calibrated model; {model.name} has none "
+                                 f"({loaded.note}): send ALLOW")
         kind = item.WhichOneof("content")
         if kind == "image":
             pixels, thumbnail, _ = await self._decode(item.image, model.input_size,
                                                       thumbnail_px=self.settings.thumbnail_px)
-            return PreparedItem(item.id, pixels, None, meta, thumbnail)
+            return PreparedItem(item.id, pixels, None, meta, thumbnail=thumbnail, policy=policy)
         if kind == "vector":
-            return PreparedItem(item.id, None, vector_from_proto(item.vector, model.dim), meta)
+            return PreparedItem(item.id, None, vector_from_proto(item.vector, model.dim), meta, policy=policy)
         raise InvalidRequest("set image (encoded bytes) or vector")
 
-    async def _write(self, model: ModelDescription, items: list[PreparedItem]) -> None:
-        # The last write of an id in a chunk wins, as it would had they been sent one by one.
-        latest = list({item.id: item for item in items}.values())
-        vectors = await self._vectors(model, latest)
+    async def _write(self, model: ModelDescription, items: list[PreparedItem], outcome: UpsertOutcome) -> None:
+        vectors = await self._vectors(model, items)
         await self._ensure_collection(model)
+        if any(item.policy != "allow" for item in items):
+            keep = await self._dedup_gate(model, items, vectors, outcome)
+            items, vectors = [items[i] for i in keep], vectors[keep]
+        if not items:
+            return
+        outcome.upserted += len(items)  # every item sent is written, as it would be had they been sent one by one
+        # The last write of an id in a chunk wins.
+        last = list({item.id: i for i, item in enumerate(items)}.values())
+        latest, vectors = [items[i] for i in last], vectors[last]
         await self._store(self.store.upsert, model.name, [item.id for item in latest], vectors,
                           [item.metadata for item in latest], [item.thumbnail for item in latest])
+        self._recent.add(model.name, [item.id for item in latest], vectors)
         self._wrote(model.name, len(latest))
         self.metrics.upserted.labels(model.name).inc(len(latest))
+
+    async def _dedup_gate(self, model: ModelDescription, items: list[PreparedItem], vectors: np.ndarray,
+                          outcome: UpsertOutcome) -> list[int]:
+        """Applies each item's duplicate policy (server/dedup_gate.py); returns the indices of the items to write."""
+        loaded = self.calibrations.get(model.name)
+        calibration = loaded.calibration
+        if calibration is None:  # it went away since the items were checked: nothing to compare against
+            return list(range(len(items)))
+        bound = calibration.near_duplicate.min_score
+        checked = [i for i, item in enumerate(items) if item.policy != "allow"]
+        # Bounded: a Session read would wait for the previous chunk's write; recent writes cover that window.
+        found = await self._store(self.store.search, model.name, vectors[checked],
+                                  self.settings.dedup_gate_neighbours, (), [], bound, "Bounded")
+        stored: list[list[Hit]] = [[] for _ in items]
+        for i, hits in zip(checked, found, strict=True):
+            stored[i] = hits
+        recent_ids, recent_vectors = self._recent.snapshot(model.name)
+        matches = gate([item.id for item in items], vectors, [item.policy for item in items], stored, recent_ids,
+                       recent_vectors, bound)
+        keep = []
+        for i, (item, match) in enumerate(zip(items, matches, strict=True)):
+            if match is None or item.policy in WRITES:
+                keep.append(i)
+            if match is not None:
+                self._report_duplicate(model.name, item, match, calibration.verdict(match.score), outcome)
+        return keep
+
+    def _report_duplicate(self, model: str, item: PreparedItem, match: Match, verdict: str,
+                          outcome: UpsertOutcome) -> None:
+        outcome.duplicates.append(pb.DuplicateReport(id=item.id, duplicate_of=match.duplicate_of, score=match.score,
+                                                     verdict=VERDICT_PROTO[verdict], action=POLICY_PROTO[item.policy]))
+        self.metrics.upsert_duplicates.labels(model, item.policy).inc()
+        if item.policy == "skip":
+            outcome.skipped += 1
+        elif item.policy == "reject":
+            outcome.errors.append(pb.ItemError(
+                id=item.id[:256], code=grpc.StatusCode.ALREADY_EXISTS.name,
+                message=f"{verdict.lower().replace('_', '-')} of stored item {match.duplicate_of[:100]!r} (score "
+                        f"{match.score:.4f}); not written (duplicate_policy REJECT)"))
 
     # ---------------------------------------------------------------------------------- shared stages
     async def _decode(self, data: bytes, size: int, deadline: float | None = None, region: Box | None = None,
@@ -442,3 +600,13 @@ async def _all(coroutines: list[Coroutine[Any, Any, T]]) -> list[T]:
     if len(coroutines) == 1:
         return [await coroutines[0]]
     return list(await asyncio.gather(*coroutines))
+
+
+def _calibration_proto(loaded: Loaded) -> pb.Calibration | None:
+    c = loaded.calibration
+    if c is None:
+        return None
+    return pb.Calibration(version=c.version, exact_min_score=c.exact.min_score,
+                          near_duplicate_min_score=c.near_duplicate.min_score, exact_precision=c.exact.precision,
+                          exact_recall=c.exact.recall, near_duplicate_precision=c.near_duplicate.precision,
+                          near_duplicate_recall=c.near_duplicate.recall)

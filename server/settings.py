@@ -112,5 +112,18 @@ class Settings(BaseSettings):
     live_recall_reference_ef: int = Field(2048, description="HNSW ef of the reference search (Milvus 2.3 cannot "
                                           "search an HNSW collection exhaustively; a beam this wide is near-exact)")
 
+    # --- Near-duplicates as a product: calibrated verdicts, a dedup gate on upsert, duplicate groups, Embed ---
+    calibration_recheck_s: float = Field(10.0, description="a model's calibration.json is re-read at most this "
+                                         "often (a recalibration is picked up without a restart)")
+    dedup_recent_s: float = Field(6.0, description="the dedup gate also compares with this gateway's writes of the "
+                                  "last seconds, kept in memory: Milvus reads at Bounded consistency (5 s stale)")
+    dedup_recent_max_items: int = Field(100_000, description="most recent writes per model the gate keeps")
+    dedup_gate_neighbours: int = Field(4, description="stored neighbours the gate looks at per upserted item (the "
+                                       "item's own id can be one of them)")
+    dedup_default_neighbours: int = Field(10, description="neighbours per item FindDuplicates looks at by default")
+    dedup_scan_batch: int = Field(256, description="items FindDuplicates reads and range-searches per step")
+    dedup_max_pairs: int = Field(2_000_000, description="most duplicate pairs FindDuplicates holds; past it the call "
+                                 "fails with RESOURCE_EXHAUSTED (raise min_score)")
+
     def triton_url_list(self) -> list[str]:
         return self.triton_urls or [f"{self.triton_host}:{self.triton_grpc_port}"]

@@ -51,6 +51,27 @@ def check_top_k(k: int, default: int, max_top_k: int) -> int:
     return k
 
 
+def check_min_score(score: float, what: str = "min_score") -> float:
+    """A score bound: cosine scores lie in [-1, 1]."""
+    if not math.isfinite(score) or not -1.0 <= score <= 1.0:
+        raise InvalidRequest(f"{what} must be a cosine score between -1 and 1, got {score}")
+    return float(score)
+
+
+def check_offset(offset: int, top_k: int, max_top_k: int) -> int:
+    """Paging: the hits [offset, offset + top_k) of the ranking, which must lie within the first max_top_k."""
+    if offset < 0:
+        raise InvalidRequest(f"offset must be >= 0, got {offset}")
+    if offset + top_k > max_top_k:
+        raise InvalidRequest(f"offset + top_k is {offset + top_k}; the limit is {max_top_k}: page within the first "
+                             f"{max_top_k} hits (or narrow the search with filters or min_score)")
+    return offset
+
+
+# What Upsert does with a near-duplicate of a stored item (server/dedup_gate.py applies them).
+DUPLICATE_POLICIES = ("allow", "flag", "skip", "reject")
+
+
 def check_field_name(name: str, what: str) -> str:
     if not FIELD_NAME.match(name):
         raise InvalidRequest(f"{what} {name[:80]!r} is not allowed: use letters, digits and _ (at most 64, not "

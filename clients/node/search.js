@@ -6,6 +6,11 @@
 //
 //   node search.js --address 127.0.0.1:50051 --model NAME (--image PATH | --id ID) [--top-k 5] [--token T]
 //   node search.js --address 127.0.0.1:50051 --list-models
+//   node search.js --address 127.0.0.1:50051 --model NAME --image A.png [--image B.png ...] --embed
+//   node search.js --address 127.0.0.1:50051 --model NAME --find-duplicates [--min-verdict V | --min-score S]
+//
+// Search also takes --min-score S, --min-verdict NEAR_DUPLICATE|EXACT and --offset N (paging).
+// --find-duplicates prints {"messages": [...]}: the stream's progress, groups and summary, in order.
 //
 // The response is printed as JSON on stdout (exit 0). A gRPC error is printed as
 // {"code": <numeric status>, "name": "<STATUS_NAME>", "details": "..."} on stderr (exit 1); bad usage exits 2.
@@ -79,6 +84,22 @@ function search(client, request, options = {}) {
   return unary(client, 'Search', request, options);
 }
 
+/** Calls Embed: {model, images: [Buffer, ...]} -> {model, vectors: [{values}], timings}. */
+function embed(client, request, options = {}) {
+  return unary(client, 'Embed', request, options);
+}
+
+/** Calls FindDuplicates (server streaming); resolves to every message of the stream, in order. */
+function findDuplicates(client, request, { token, deadlineS } = {}) {
+  return new Promise((resolve, reject) => {
+    const messages = [];
+    const call = client.FindDuplicates(request, metadataFor(token), callOptions(deadlineS));
+    call.on('data', (message) => messages.push(message));
+    call.on('error', reject);
+    call.on('end', () => resolve(messages));
+  });
+}
+
 /** Calls ListModels. */
 function listModels(client, options = {}) {
   return unary(client, 'ListModels', {}, options);
@@ -95,8 +116,12 @@ function errorToJson(err) {
 }
 
 const USAGE = `usage: node search.js --address HOST:PORT --model NAME (--image PATH | --id ID) [--top-k N]
+                      [--min-score S] [--min-verdict NEAR_DUPLICATE|EXACT] [--offset N]
                       [--token TOKEN] [--deadline-s S] [--tls]
+       node search.js --address HOST:PORT --model NAME --image PATH [--image PATH ...] --embed
+       node search.js --address HOST:PORT --model NAME --find-duplicates [--min-verdict V | --min-score S]
        node search.js --address HOST:PORT --list-models [--token TOKEN] [--deadline-s S] [--tls]`;
+const VERDICTS = ['SIMILAR', 'NEAR_DUPLICATE', 'EXACT'];
 
 class UsageError extends Error {}
 
@@ -108,12 +133,17 @@ function parseCli(argv) {
       options: {
         address: { type: 'string' },
         model: { type: 'string' },
-        image: { type: 'string' },
+        image: { type: 'string', multiple: true },
         id: { type: 'string' },
         'top-k': { type: 'string' },
         token: { type: 'string' },
         'deadline-s': { type: 'string' },
         'list-models': { type: 'boolean', default: false },
+        embed: { type: 'boolean', default: false },
+        'find-duplicates': { type: 'boolean', default: false },
+        'min-score': { type: 'string' },
+        'min-verdict': { type: 'string' },
+        offset: { type: 'string' },
         tls: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -131,25 +161,53 @@ function parseCli(argv) {
   if (values['list-models']) return { ...common, listModels: true };
 
   if (!values.model) throw new UsageError('--model is required');
+  const scoreOptions = {};
+  if (values['min-score'] !== undefined) {
+    const minScore = Number(values['min-score']);
+    if (!Number.isFinite(minScore)) throw new UsageError('--min-score must be a number in [-1, 1]');
+    scoreOptions.minScore = minScore;
+  }
+  if (values['min-verdict'] !== undefined) {
+    const verdict = values['min-verdict'].toUpperCase();
+    if (!VERDICTS.includes(verdict)) throw new UsageError(`--min-verdict must be one of ${VERDICTS.join(', ')}`);
+    scoreOptions.minVerdict = `VERDICT_${verdict}`;
+  }
+  if (values['find-duplicates']) {
+    return { ...common, findDuplicates: true, request: { model: values.model, ...scoreOptions } };
+  }
+  if (values.embed) {
+    if (values.image === undefined) throw new UsageError('--embed needs at least one --image PATH');
+    return { ...common, embed: true, request: { model: values.model, images: values.image.map(readImage) } };
+  }
   if ((values.image === undefined) === (values.id === undefined)) {
     throw new UsageError('give exactly one of --image PATH or --id ID');
   }
-  const request = { model: values.model };
+  if (values.image !== undefined && values.image.length > 1) throw new UsageError('search takes one --image');
+  const request = { model: values.model, ...scoreOptions };
+  if (values.offset !== undefined) {
+    const offset = Number(values.offset);
+    if (!Number.isInteger(offset) || offset < 0) throw new UsageError('--offset must be an integer >= 0');
+    request.offset = offset;
+  }
   if (values['top-k'] !== undefined) {
     const topK = Number(values['top-k']);
     if (!Number.isInteger(topK) || topK < 1) throw new UsageError('--top-k must be a positive integer');
     request.topK = topK;
   }
   if (values.image !== undefined) {
-    try {
-      request.image = fs.readFileSync(values.image);
-    } catch (err) {
-      throw new UsageError(`cannot read --image ${values.image}: ${err.message}`);
-    }
+    request.image = readImage(values.image[0]);
   } else {
     request.id = values.id;
   }
   return { ...common, request };
+}
+
+function readImage(file) {
+  try {
+    return fs.readFileSync(file);
+  } catch (err) {
+    throw new UsageError(`cannot read --image ${file}: ${err.message}`);
+  }
 }
 
 /** Runs the command line; resolves to the exit status (0 ok, 1 gRPC error, 2 usage). */
@@ -169,7 +227,11 @@ async function main(argv = process.argv.slice(2)) {
   const client = createClient(cli.address, { tls: cli.tls });
   const options = { token: cli.token, deadlineS: cli.deadlineS };
   try {
-    const response = cli.listModels ? await listModels(client, options) : await search(client, cli.request, options);
+    let response;
+    if (cli.listModels) response = await listModels(client, options);
+    else if (cli.embed) response = await embed(client, cli.request, options);
+    else if (cli.findDuplicates) response = { messages: await findDuplicates(client, cli.request, options) };
+    else response = await search(client, cli.request, options);
     process.stdout.write(`${JSON.stringify(response, null, 2)}\n`);
     return 0;
   } catch (err) {
@@ -187,6 +249,8 @@ module.exports = {
   loadPackage,
   createClient,
   search,
+  embed,
+  findDuplicates,
   listModels,
   errorToJson,
   parseCli,

@@ -46,7 +46,7 @@ class ExplanationOut(BaseModel):
 class HitOut(BaseModel):
     id: str
     score: float
-    verdict: str
+    verdict: str | None
     metadata: dict
     thumbnail: str | None  # base64 PNG or JPEG
     explanation: ExplanationOut | None

@@ -79,9 +79,15 @@ class VectorStore(Protocol):
         ``thumbnails``: encoded images stored with the items where the collection keeps them (b"": none)."""
 
     def search(self, model: str, vectors: np.ndarray, top_k: int, filters: tuple[FilterClause, ...] = (),
-               output_fields: list[str] | None = None, ef: int | None = None) -> list[list[Hit]]:
+               output_fields: list[str] | None = None, min_score: float | None = None,
+               consistency: str | None = None, ef: int | None = None) -> list[list[Hit]]:
         """For each query vector [Q, D], up to ``top_k`` hits, best first. ``output_fields``: metadata keys to
-        return (None: all; []: none). ``ef``: the search beam, instead of the configured one (a reference search)."""
+        return (None: all; []: none). ``min_score``: only hits scoring at least that (a range search).
+        ``consistency``: read level for this call (None: the store's own). ``ef``: the search beam, instead of the
+        configured one (a reference search)."""
+
+    def scan(self, model: str, after: str | None, limit: int) -> list[Record]:
+        """Up to ``limit`` records (id and vector) with ids after ``after`` (None: from the first), in id order."""
 
     def get(self, model: str, ids: list[str], thumbnails: bool = False) -> list[Record]:
         """The records that exist among ``ids`` (missing ids are skipped), with their thumbnails if asked."""

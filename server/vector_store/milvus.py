@@ -44,7 +44,7 @@ from server.vector_store.base import (
     VectorStoreError,
     VectorStoreUnavailable,
 )
-from server.vector_store.filters import FilterError, build_filter, ids_expression
+from server.vector_store.filters import FilterError, build_filter, ids_expression, quote_string
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,15 @@ _CODE_NOT_FOUND = 100
 _CODE_NOT_LOADED = 101
 _MAX_DIM = 32768
 _STRONG_AFTER_DELETE_S = 6.0  # > Milvus's Bounded staleness (common.gracefulTime, 5 s)
+
+
+LITE_QUERY_WINDOW = 16_384  # most rows one Milvus Lite query returns
+
+
+def range_radius(min_score: float) -> float:
+    """The COSINE range-search radius that keeps scores >= ``min_score``: Milvus keeps radius < score, so the
+    radius is the next float32 below the bound (scores are float32)."""
+    return float(np.nextafter(np.float32(min_score), np.float32(-np.inf)))
 
 
 def collection_name(model: str) -> str:
@@ -358,7 +367,8 @@ class MilvusVectorStore:
         return len(rows)
 
     def search(self, model: str, vectors: np.ndarray, top_k: int, filters: tuple[FilterClause, ...] = (),
-               output_fields: list[str] | None = None, ef: int | None = None) -> list[list[Hit]]:
+               output_fields: list[str] | None = None, min_score: float | None = None,
+               consistency: str | None = None, ef: int | None = None) -> list[list[Hit]]:
         name = collection_name(model)
         arr = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         dim = self._dim(model)
@@ -372,10 +382,13 @@ class MilvusVectorStore:
         # A restrictive filter hides most of the graph's neighbours, so a filtered search needs a wider beam.
         if ef is None:
             ef = self.settings.hnsw_ef_filtered if expr else self.settings.hnsw_ef
-        params = {"metric_type": METRIC, "params": {"ef": max(ef, top_k)}}
+        params: dict[str, Any] = {"metric_type": METRIC, "params": {"ef": max(ef, top_k)}}
+        if min_score is not None:
+            params["params"]["radius"] = range_radius(min_score)
+        level = self._consistency(name) if consistency is None or self._consistency(name) == "Strong" else consistency
         res = self._call("search", model, lambda c, **kw: c.search(
             name, data=arr.tolist(), limit=top_k, filter=expr, output_fields=[METADATA_FIELD] if want_meta else [],
-            search_params=params, consistency_level=self._consistency(name), **kw))
+            search_params=params, consistency_level=level, **kw))
         keep = None if output_fields is None else set(output_fields)
         out: list[list[Hit]] = []
         for hits in res:
@@ -389,6 +402,28 @@ class MilvusVectorStore:
                 row.append(Hit(id=str(h.get("id", entity.get(ID_FIELD))), score=score, metadata=meta))
             out.append(row)
         return out
+
+    def scan(self, model: str, after: str | None, limit: int) -> list[Record]:
+        """Up to ``limit`` records (id and vector, no metadata) with ids greater than ``after``, in id order.
+
+        Pages by key with an escaped literal: pymilvus's query iterator pastes the last key into its next
+        expression unescaped, so an id holding a quote stops it. A limited Milvus query returns the smallest keys
+        in key order; Milvus Lite does not, so there the ids are read first (all of them, within its query window)
+        and the page is then read by id."""
+        name = collection_name(model)
+        self._dim(model)
+        expr = f"{ID_FIELD} > {quote_string(after)}" if after is not None else f'{ID_FIELD} != ""'
+        if self.is_lite:
+            rows = self._call("scan", model, lambda c, **kw: c.query(
+                name, filter=expr, output_fields=[ID_FIELD], limit=LITE_QUERY_WINDOW,
+                consistency_level=self._consistency(name), **kw))
+            page = sorted(r[ID_FIELD] for r in rows)[:limit]
+            return self.get(model, page) if page else []
+        rows = self._call("scan", model, lambda c, **kw: c.query(
+            name, filter=expr, output_fields=[ID_FIELD, VECTOR_FIELD], limit=limit,
+            consistency_level=self._consistency(name), **kw))
+        rows.sort(key=lambda r: r[ID_FIELD])
+        return [Record(id=r[ID_FIELD], vector=np.asarray(r[VECTOR_FIELD], dtype=np.float32)) for r in rows]
 
     def get(self, model: str, ids: list[str], thumbnails: bool = False) -> list[Record]:
         name = collection_name(model)

@@ -49,3 +49,36 @@ def test_errors_a_person_understands(gateway, tmp_path):
     bad.write_bytes(b"definitely not a png")
     invalid = runner.invoke(app, ["search", str(bad), "--model", VIT_MODEL, "--address", gateway.address])
     assert invalid.exit_code == 2 and "INVALID_ARGUMENT" in invalid.output
+
+
+def test_dedup_embed_and_search_options(gateway, tmp_path):
+    import json
+
+    import numpy as np
+
+    ids = gateway.index_fashion_mnist(30)
+    query = tmp_path / "query.png"
+    load_fashion_mnist("test").pil(3).save(query)
+    vectors = tmp_path / "v.npy"
+    embedded = runner.invoke(app, ["embed", str(query), str(query), "--model", VIT_MODEL, "--out", str(vectors),
+                                   "--address", gateway.address])
+    assert embedded.exit_code == 0, embedded.output
+    v = np.load(vectors)
+    assert v.shape[0] == 2 and np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
+    paged = runner.invoke(app, ["search", str(query), "--model", VIT_MODEL, "--top-k", "3", "--offset", "1",
+                                "--min-score", "-1", "--out", str(tmp_path / "g.png"), "--address", gateway.address])
+    assert paged.exit_code == 0, paged.output
+    assert "fmnist-test-00003" not in paged.output  # the query's own image is hit 0, skipped by --offset 1
+    out = tmp_path / "dedup"
+    # a bound of -1 pairs every item with its neighbours: the collection's items come back grouped
+    dedup = runner.invoke(app, ["dedup", "--model", VIT_MODEL, "--min-score", "-1", "--neighbours", "2", "--out",
+                                str(out), "--address", gateway.address])
+    assert dedup.exit_code == 0, dedup.output
+    listing = json.loads((out / "duplicates.json").read_text())
+    assert listing["summary"]["items"] >= len(ids) and listing["groups"]
+    assert set(ids) <= {i for g in listing["groups"] for i in g["ids"]}
+    page = (out / "duplicates.html").read_text()
+    assert "data:image/jpeg;base64" in page and "group 1" in page
+    bad = runner.invoke(app, ["search", str(query), "--model", VIT_MODEL, "--min-score", "2",
+                              "--address", gateway.address])
+    assert bad.exit_code == 2 and "INVALID_ARGUMENT" in bad.output and "min_score" in bad.output

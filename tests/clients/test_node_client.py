@@ -109,3 +109,30 @@ def test_unknown_model_is_invalid_argument(gateway, query_png) -> None:
     assert error["name"] == "INVALID_ARGUMENT", error
     assert error["code"] == 3
     assert isinstance(error["details"], str)
+
+
+def test_embed_search_options_and_find_duplicates(gateway, indexed_ids, query_png) -> None:
+    model = gateway.models[0]
+    address = ("--address", gateway.address, "--model", model)
+    embedded = parse_stdout(run_client(*address, "--image", str(query_png), "--image", str(query_png), "--embed"))
+    assert len(embedded["vectors"]) == 2 and len(embedded["vectors"][0]["values"]) > 0
+
+    top3 = parse_stdout(run_client(*address, "--image", str(query_png), "--top-k", "3"))["hits"]
+    paged = parse_stdout(run_client(*address, "--image", str(query_png), "--top-k", "2", "--offset", "1"))["hits"]
+    assert [h["id"] for h in paged] == [h["id"] for h in top3[1:3]]
+    bound = top3[1]["score"]
+    ranged = parse_stdout(run_client(*address, "--image", str(query_png), "--top-k", "50", "--min-score",
+                                     str(bound)))["hits"]
+    assert ranged and all(h["score"] >= bound - 1e-6 for h in ranged)
+    assert top3[0]["id"] in {h["id"] for h in ranged}
+
+    models = parse_stdout(run_client("--address", gateway.address, "--list-models"))["models"]
+    if next(m for m in models if m["name"] == model)["calibration"] is not None:
+        near = parse_stdout(run_client(*address, "--image", str(query_png), "--min-verdict", "near_duplicate"))
+        assert near["hits"] and near["hits"][0]["verdict"] == "VERDICT_EXACT"
+        assert all(h["verdict"] in ("VERDICT_NEAR_DUPLICATE", "VERDICT_EXACT") for h in near["hits"])
+
+    stream = parse_stdout(run_client(*address, "--find-duplicates", "--min-score", "0.9999", timeout=120))
+    kinds = [m["message"] for m in stream["messages"]]
+    assert kinds[0] == "progress" and kinds[-1] == "summary"
+    assert int(stream["messages"][-1]["summary"]["items"]) >= len(indexed_ids)

@@ -27,6 +27,8 @@ RPCS = {
     "Delete": ("DeleteRequest", "DeleteResponse", False, False),
     "Get": ("GetRequest", "GetResponse", False, False),
     "ListModels": ("ListModelsRequest", "ListModelsResponse", False, False),
+    "Embed": ("EmbedRequest", "EmbedResponse", False, False),
+    "FindDuplicates": ("FindDuplicatesRequest", "FindDuplicatesResponse", False, True),
 }
 
 

@@ -54,6 +54,16 @@ def test_tls_client_searches_and_a_plaintext_client_is_refused(triton, milvus_se
         assert e.value.code == "UNAVAILABLE"
 
 
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (28, 28), 128).save(buf, "PNG")
+    return buf.getvalue()
+
+
 def test_auth_reads_requires_the_token_on_every_read_rpc(triton, milvus_server, vit_dim):
     env = {"VSEARCH_AUTH_TOKEN": TOKEN, "VSEARCH_AUTH_READS": "true"}
     with GatewayProcess([triton.grpc_url], milvus_server.uri, env=env) as process:
@@ -65,6 +75,9 @@ def test_auth_reads_requires_the_token_on_every_read_rpc(triton, milvus_server, 
             (stub.SearchBatch, pb.SearchBatchRequest(queries=[search])),
             (stub.Get, pb.GetRequest(model=VIT_MODEL, ids=["nope"])),
             (stub.ListModels, pb.ListModelsRequest()),
+            (stub.Embed, pb.EmbedRequest(model=VIT_MODEL, images=[_png()])),
+            (lambda request, **kw: list(stub.FindDuplicates(request, **kw)),
+             pb.FindDuplicatesRequest(model=VIT_MODEL, min_score=0.9999)),
         ]
         for method, request in reads:
             for metadata in (None, [("authorization", "Bearer wrong")], [("authorization", TOKEN)]):
