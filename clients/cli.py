@@ -196,6 +196,22 @@ def up_cmd(milvus_uri: str = typer.Option(None, help="use this Milvus instead of
     console.print("stopped")
 
 
+@app.command("web")
+def web_cmd(address: str = typer.Option("127.0.0.1:50051", envvar="VSEARCH_ADDRESS", help="gateway host:port"),
+            host: str = typer.Option("127.0.0.1", help="address the page listens on (0.0.0.0 in a container)"),
+            port: int = typer.Option(None, help="web page port (default: settings.web_port)")) -> None:
+    """Serve only the web page (clients/web), as a client of a gateway that runs elsewhere (`vsearch up` starts both
+    on one machine; docker-compose.yml runs this beside the gateway)."""
+    import uvicorn
+
+    from clients.web.app import create_app
+    from server.settings import Settings
+
+    port = Settings().web_port if port is None else port
+    console.print(f"web page: [bold]http://{host}:{port}/[/] (API docs at /docs) for the gateway at {address}")
+    uvicorn.run(create_app(address), host=host, port=port, log_level="warning")
+
+
 def _client(address: str, token: str | None):
     from clients.sdk import SearchClient
 

@@ -84,19 +84,13 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
             try:
                 if not authorized:
                     code = grpc.StatusCode.UNAUTHENTICATED
-                    await context.abort(code, "missing or wrong token: send metadata 'authorization: Bearer <token>'")
-                if isinstance(request, Undecodable):
-                    raise request.rejected()
+                await _admit(authorized, request, context)
                 return await behavior(request if handler.unary_unary else checked(request), context)
             except grpc.aio.AbortError:
                 raise
             except Exception as e:  # noqa: BLE001 - mapped to a status right here
-                code, message = status_of(e)
-                if code == grpc.StatusCode.INTERNAL:
-                    log.exception("%s failed", method)
-                else:
-                    log.info("%s -> %s: %s", method, code.name, message)
-                await context.abort(code, message, trailing_metadata=trailing_metadata_of(e))
+                code = status_of(e)[0]  # set before abort raises: the metrics count the real status
+                await _fail(method, e, context)
             finally:
                 self.metrics.requests.labels(method, code.name).inc()
                 self.metrics.latency.labels(method).observe(time.perf_counter() - start)
@@ -115,22 +109,35 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
             try:
                 if not authorized:
                     code = grpc.StatusCode.UNAUTHENTICATED
-                    await context.abort(code, "missing or wrong token: send metadata 'authorization: Bearer <token>'")
-                if isinstance(request, Undecodable):
-                    raise request.rejected()
+                await _admit(authorized, request, context)
                 async for response in behavior(request, context):
                     yield response
             except grpc.aio.AbortError:
                 raise
             except Exception as e:  # noqa: BLE001 - mapped to a status right here
-                code, message = status_of(e)
-                if code == grpc.StatusCode.INTERNAL:
-                    log.exception("%s failed", method)
-                else:
-                    log.info("%s -> %s: %s", method, code.name, message)
-                await context.abort(code, message)
+                code = status_of(e)[0]  # set before abort raises: the metrics count the real status
+                await _fail(method, e, context)
             finally:
                 self.metrics.requests.labels(method, code.name).inc()
                 self.metrics.latency.labels(method).observe(time.perf_counter() - start)
 
         return wrapper
+
+
+async def _admit(authorized: bool, request, context) -> None:
+    """Refuses a call before its handler runs: no token (UNAUTHENTICATED), or bytes that are not the request."""
+    if not authorized:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                            "missing or wrong token: send metadata 'authorization: Bearer <token>'")
+    if isinstance(request, Undecodable):
+        raise request.rejected()
+
+
+async def _fail(method: str, e: Exception, context) -> None:
+    """Ends a failed call with its mapped status and message (and a retry hint where there is one)."""
+    code, message = status_of(e)
+    if code == grpc.StatusCode.INTERNAL:
+        log.exception("%s failed", method)
+    else:
+        log.info("%s -> %s: %s", method, code.name, message)
+    await context.abort(code, message, trailing_metadata=trailing_metadata_of(e))

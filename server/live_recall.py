@@ -14,6 +14,7 @@ dropped (counted), so at most one reference search runs at a time whatever the l
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 
@@ -56,8 +57,8 @@ class LiveRecall:
         while True:
             model, filters, vector, answered, k = await self._queue.get()
             try:
-                (reference,) = await asyncio.to_thread(self.store.search, model, vector[None], k, filters, [],
-                                                       max(self.reference_ef, k))
+                (reference,) = await asyncio.to_thread(functools.partial(
+                    self.store.search, model, vector[None], k, filters, [], ef=max(self.reference_ef, k)))
             except Exception as e:  # noqa: BLE001 - a failed measurement must never touch serving
                 log.debug("live recall: reference search failed: %s", e)
                 continue

@@ -172,12 +172,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         return response
 
     async def SearchBatch(self, request, context):
-        n = len(request.queries)
-        if n == 0:
-            raise InvalidRequest("SearchBatch needs at least one query")
-        if n > self.settings.max_batch_queries:
-            raise RpcError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                           f"{n} queries in one batch; the limit is {self.settings.max_batch_queries}")
+        n = _check_count(len(request.queries), self.settings.max_batch_queries, "SearchBatch", "queries")
         with self.slots.admit(n):
             return pb.SearchBatchResponse(results=await self._search(list(request.queries), deadline_of(context)))
 
@@ -231,22 +226,18 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
     async def Embed(self, request, context):
         """The images' embeddings, through the search path's decode, limits and coalesced Triton batches."""
         start = time.perf_counter()
-        n = len(request.images)
-        if n == 0:
-            raise InvalidRequest("Embed needs at least one image")
-        if n > self.settings.max_batch_queries:
-            raise RpcError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                           f"{n} images in one Embed; the limit is {self.settings.max_batch_queries}")
+        n = _check_count(len(request.images), self.settings.max_batch_queries, "Embed", "images")
         model = await self._model(request.model)
-        t = Timings()
-        deadline = deadline_of(context)
-        decoded = await _all([self._decode(image, model.input_size, deadline) for image in request.images])
-        t.queue_ms = max(queue_ms for _, _, queue_ms in decoded)
-        t.decode_ms = (time.perf_counter() - start) * 1e3 - t.queue_ms
-        key = BatchKey(model.name, (), None, embed_only=True)
-        results = await self._batches.submit_many(key, [Query(p, None, 0) for p, _, _ in decoded], deadline)
-        t.embed_ms = (time.perf_counter() - start) * 1e3 - t.decode_ms
-        t.total_ms = (time.perf_counter() - start) * 1e3
+        with self.slots.admit(n):  # embedding competes with searches for the same backends: the same shedding
+            t = Timings()
+            deadline = deadline_of(context)
+            decoded = await _all([self._decode(image, model.input_size, deadline) for image in request.images])
+            t.queue_ms = max(queue_ms for _, _, queue_ms in decoded)
+            t.decode_ms = (time.perf_counter() - start) * 1e3 - t.queue_ms
+            key = BatchKey(model.name, (), None, embed_only=True)
+            results = await self._batches.submit_many(key, [Query(p, None, 0) for p, _, _ in decoded], deadline)
+            t.total_ms = (time.perf_counter() - start) * 1e3
+            t.embed_ms = t.total_ms - t.decode_ms - t.queue_ms
         return pb.EmbedResponse(model=model.name, timings=t.proto(),
                                 vectors=[pb.Vector(values=np.asarray(r.vector).tolist()) for r in results])
 
@@ -587,6 +578,15 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             log.info("flushed %s after a bulk write", name)
         except Exception as e:  # noqa: BLE001 - a failed flush loses nothing: Milvus seals the rows later itself
             log.warning("flush of %s failed (Milvus will seal the rows later): %s", name, e)
+
+
+def _check_count(n: int, limit: int, rpc: str, what: str) -> int:
+    """How many queries (or images) one call carries: at least one, at most ``limit`` (max_batch_queries)."""
+    if n == 0:
+        raise InvalidRequest(f"{rpc} needs at least one of its {what}")
+    if n > limit:
+        raise RpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{n} {what} in one {rpc}; the limit is {limit}")
+    return n
 
 
 def _pixels(x: Query | PreparedItem) -> np.ndarray:

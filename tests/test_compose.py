@@ -255,3 +255,17 @@ def test_healthcheck_command_works_against_a_real_gateway(gateway, tmp_path):
     dead = subprocess.run([sys.executable, *cmd[1:]], env={"VSEARCH_PORT": str(free_port())}, capture_output=True,
                           timeout=30, cwd=tmp_path)
     assert dead.returncode != 0
+
+
+def test_web_runs_a_real_command_against_the_gateway():
+    """The web service runs `vsearch web` from the gateway's image; its options exist (an unknown one exits 2)."""
+    from typer.testing import CliRunner
+
+    from clients.cli import app
+
+    web = SERVICES["web"]
+    assert web["image"] == SERVICES["gateway"]["image"]
+    command = web["command"]
+    assert command[:2] == ["vsearch", "web"] and "gateway:50051" in command
+    assert CliRunner().invoke(app, [*command[1:], "--help"]).exit_code == 0
+    assert web["depends_on"]["gateway"]["condition"] == "service_healthy"

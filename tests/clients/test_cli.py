@@ -82,3 +82,33 @@ def test_dedup_embed_and_search_options(gateway, tmp_path):
     bad = runner.invoke(app, ["search", str(query), "--model", VIT_MODEL, "--min-score", "2",
                               "--address", gateway.address])
     assert bad.exit_code == 2 and "INVALID_ARGUMENT" in bad.output and "min_score" in bad.output
+
+
+def test_web_serves_the_page_for_a_gateway_elsewhere(gateway):
+    """`vsearch web` (what docker-compose.yml's web service runs) as its own process: the page's API lists the
+    gateway's models, and a Ctrl+C stops it."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "clients.cli", "web", "--address", gateway.address, "--port",
+                             str(port)], env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline, models = time.monotonic() + 60, None
+        while models is None:
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else "exited"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/models", timeout=5) as reply:
+                    models = json.load(reply)
+            except OSError:
+                assert time.monotonic() < deadline, "the page did not answer in 60 s"
+                time.sleep(0.3)
+        assert VIT_MODEL in {m["name"] for m in models}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) is not None

@@ -263,9 +263,14 @@ def test_live_recall_is_exported_and_matches_the_offline_recall(loaded_gateway, 
                         timeout=10)
         exact = {ids[j] for j in np.argsort(-(vectors @ vectors[q]))[:k]}
         offline.append(len(exact & {h.id for h in r.hits}) / k)
-    deadline = time.monotonic() + 20
-    while metric(loaded_gateway, "vsearch_live_recall_at_k_count", model=VIT_MODEL) - count_before < len(queries):
-        assert time.monotonic() < deadline, "the sampled searches were not all measured"
+    # One background worker measures the samples: wait while it makes progress (a loaded 2-core machine is slow),
+    # fail only when it stalls.
+    measured, last, stalled_at = 0.0, -1.0, time.monotonic() + 20
+    while (measured := metric(loaded_gateway, "vsearch_live_recall_at_k_count", model=VIT_MODEL)
+           - count_before) < len(queries):
+        if measured > last:
+            last, stalled_at = measured, time.monotonic() + 20
+        assert time.monotonic() < stalled_at, f"the sampled searches stopped being measured at {measured:.0f}"
         time.sleep(0.2)
     live = (metric(loaded_gateway, "vsearch_live_recall_at_k_sum", model=VIT_MODEL) - sum_before) / len(queries)
     print(f"\nrecall@{k} over {len(ids)} items: live {live:.3f}, offline {np.mean(offline):.3f}")

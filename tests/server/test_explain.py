@@ -14,7 +14,7 @@ from tests.fixtures.gateway import png_bytes
 from tests.fixtures.models import CNN_MODEL, VIT_MODEL
 from visualsearch.v1 import search_pb2 as pb
 
-OFFSET = 2000  # Fashion-MNIST test images no other module indexes
+OFFSET = 6000  # Fashion-MNIST test images no other module stores (the near-duplicate tests use 0-5000)
 N = 40
 PREFIX = "explain/"
 

@@ -21,7 +21,7 @@ from visualsearch.v1 import search_pb2 as pb
 
 MIN_MEAN_SHARE = 0.6
 CHANCE = 0.5
-FMNIST_OFFSET = 3000
+FMNIST_OFFSET = 7000  # test images no other module stores
 VIT_PAIRS = 12
 CNN_PAIRS = 8
 
