@@ -314,6 +314,7 @@ class SearchClient:
         """Streams items in batches, ``concurrency`` batches at a time; a batch that fails with a transient
         error (UNAVAILABLE...) is resent whole: upserts are idempotent by id. ``duplicate_policy`` (allow, flag,
         skip, reject): what the gateway does with an item that near-duplicates a stored one."""
+        policy_to_proto(duplicate_policy)  # a ValueError here, not an opaque failure inside the request stream
         total = UpsertResult()
 
         def send(batch: list[Item]) -> pb.UpsertResponse:
@@ -420,6 +421,7 @@ class AsyncSearchClient:
         return result_from_proto(await self._call(self.stub.Search, req))
 
     async def upsert(self, items: Iterable[Item], model: str, duplicate_policy: str = "allow") -> UpsertResult:
+        policy_to_proto(duplicate_policy)  # a ValueError here, not an opaque failure inside the request stream
         result = UpsertResult()
         result.add(await self._call(self.stub.Upsert, upsert_requests(items, model, duplicate_policy), retry=False))
         return result

@@ -93,6 +93,8 @@ class Gateway:
         if self._health_task:
             self._health_task.cancel()
         await self.server.stop(self.settings.shutdown_grace_s if grace is None else grace)
+        await self.service.live_recall.close()
+        self.service.decoding.close()
         await self.embedder.close()
         await asyncio.to_thread(self.store.close)
 

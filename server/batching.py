@@ -75,6 +75,10 @@ class Coalescer(Generic[K, T, R]):
         rounds = (queued + items + self.max_batch - 1) // self.max_batch / self.max_in_flight
         return (rounds + busy) * batch_s
 
+    def service_s(self, items: int = 1) -> float:
+        """About how long a batch of ``items`` takes with nothing queued ahead (the recent batch duration)."""
+        return self.cost.seconds(min(items, self.max_batch))
+
     def _live(self, queue: list[tuple[T, asyncio.Future, float]]) -> list[tuple[T, asyncio.Future, float]]:
         """The queued calls still worth sending: callers that gave up or whose deadline passed are dropped."""
         now = time.monotonic()

@@ -82,7 +82,7 @@ async def find_duplicates(scan: Callable[[str | None, int], Awaitable[list[Recor
     scanned, after = 0, None
     while page := await scan(after, scan_batch):
         after = page[-1].id
-        hits = await search(np.stack([r.vector for r in page]), neighbours + 1, (), [], bound)
+        hits = await search(np.stack([r.vector for r in page]), neighbours + 1, (), [], min_score=bound)
         for record, row in zip(page, hits, strict=True):
             for h in row:
                 pairs.add(record.id, h.id, h.score)

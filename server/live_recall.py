@@ -39,12 +39,13 @@ class LiveRecall:
         self._worker: asyncio.Task | None = None
 
     def observe(self, model: str, filters: tuple[FilterClause, ...], vector: np.ndarray, hits: list[Hit],
-                top_k: int) -> None:
+                top_k: int, comparable: bool = True) -> None:
         """Called with each answered search: its top score is recorded, and a sampled share is queued for the
-        reference search."""
+        reference search. ``comparable``: False for a range search or a later page, whose hits are not the top-k
+        list a reference search answers."""
         if hits:
             self.metrics.top_score.labels(model).observe(hits[0].score)
-        if self.sample_rate <= 0 or self.rng.random() >= self.sample_rate:
+        if not comparable or self.sample_rate <= 0 or self.rng.random() >= self.sample_rate:
             return
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._work())

@@ -231,10 +231,12 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         with self.slots.admit(n):  # embedding competes with searches for the same backends: the same shedding
             t = Timings()
             deadline = deadline_of(context)
+            key = BatchKey(model.name, (), None, embed_only=True)
+            # the searches' refusal rule, before any decode: a queue that would outlast the deadline refuses now
+            self._refuse_if_late(key, n, deadline)
             decoded = await _all([self._decode(image, model.input_size, deadline) for image in request.images])
             t.queue_ms = max(queue_ms for _, _, queue_ms in decoded)
             t.decode_ms = (time.perf_counter() - start) * 1e3 - t.queue_ms
-            key = BatchKey(model.name, (), None, embed_only=True)
             results = await self._batches.submit_many(key, [Query(p, None, 0) for p, _, _ in decoded], deadline)
             t.total_ms = (time.perf_counter() - start) * 1e3
             t.embed_ms = t.total_ms - t.decode_ms - t.queue_ms
@@ -287,8 +289,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         waited = [0.0] * len(plans)
 
         for key, idx in groups.items():
-            refuse_if_late(self._batches.expected_wait_s(key, len(idx)), deadline, self.settings.retry_after_min_ms,
-                           self.load, self.settings.max_queue_wait_ms)
+            self._refuse_if_late(key, len(idx), deadline)
 
         async def submit(key: BatchKey, idx: list[int]) -> None:
             out = await self._batches.submit_many(key, [queries[i] for i in idx], deadline)
@@ -377,11 +378,13 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             return [BatchResult([], (t1 - t0) * 1e3, 0.0, v) for v in vectors]
         hits = await self._store(self.store.search, key.model, vectors,
                                  max(q.offset + q.top_k for q in queries), key.filters,
-                                 list(key.output_fields) if key.output_fields is not None else None, key.min_score)
+                                 list(key.output_fields) if key.output_fields is not None else None,
+                                 min_score=key.min_score)
         embed_ms, search_ms = (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
-        if key.min_score is None:  # live recall compares top-k lists; a range search answers another question
-            for q, vector, found in zip(queries, vectors, hits, strict=True):
-                self.live_recall.observe(key.model, key.filters, vector, found[:q.top_k], q.top_k)
+        for q, vector, found in zip(queries, vectors, hits, strict=True):
+            # live recall compares top-k lists: a range search or a later page answers another question
+            self.live_recall.observe(key.model, key.filters, vector, found[:q.top_k], q.top_k,
+                                     comparable=key.min_score is None and q.offset == 0)
         return [BatchResult(h[q.offset:q.offset + q.top_k], embed_ms, search_ms)
                 for h, q in zip(hits, queries, strict=True)]
 
@@ -472,7 +475,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         checked = [i for i, item in enumerate(items) if item.policy != "allow"]
         # Bounded: a Session read would wait for the previous chunk's write; recent writes cover that window.
         found = await self._store(self.store.search, model.name, vectors[checked],
-                                  self.settings.dedup_gate_neighbours, (), [], bound, "Bounded")
+                                  self.settings.dedup_gate_neighbours, (), [], min_score=bound, consistency="Bounded")
         stored: list[list[Hit]] = [[] for _ in items]
         for i, hits in zip(checked, found, strict=True):
             stored[i] = hits
@@ -527,10 +530,16 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             self.metrics.backend_errors.labels("triton").inc()
             raise
 
-    async def _store(self, fn, *args):
+    def _refuse_if_late(self, key: BatchKey, n: int, deadline: float | None) -> None:
+        """The shedding rule (server/shedding.py) for ``n`` queries about to join ``key``'s batches."""
+        s = self.settings
+        refuse_if_late(self._batches.expected_wait_s(key, n), self._batches.service_s(n), deadline,
+                       s.retry_after_min_ms, self.load, s.max_queue_wait_ms)
+
+    async def _store(self, fn, *args, **kwargs):
         """Milvus calls are blocking: run them off the event loop."""
         try:
-            return await asyncio.to_thread(fn, *args)
+            return await asyncio.to_thread(fn, *args, **kwargs)
         except VectorStoreUnavailable:
             self.metrics.backend_errors.labels("milvus").inc()
             raise

@@ -10,7 +10,9 @@ import contextlib
 import time
 from collections.abc import Iterator
 
-from server.errors import Overloaded
+import grpc
+
+from server.errors import Overloaded, RpcError
 from server.load_metrics import LoadMetrics
 
 EWMA_WEIGHT = 0.1  # of the newest call in the running estimate of a call's duration
@@ -45,14 +47,24 @@ class QuerySlots:
             self._call_ms += EWMA_WEIGHT * ((time.monotonic() - t0) * 1e3 - self._call_ms)
 
 
-def refuse_if_late(expected_wait_s: float, deadline: float | None, retry_after_min_ms: float,
+def refuse_if_late(expected_wait_s: float, service_s: float, deadline: float | None, retry_after_min_ms: float,
                    metrics: LoadMetrics, max_wait_ms: float = 0.0) -> None:
-    """Refuses (hinted) a query that would still be queued, or running, when its deadline passes, or (``max_wait_ms``
-    set) that would wait longer than that whatever its deadline."""
-    if deadline is not None and time.monotonic() + expected_wait_s > deadline:
-        metrics.refused.labels("deadline").inc()
-        raise Overloaded(f"the queue ahead takes about {expected_wait_s * 1e3:.0f} ms, longer than this call's "
-                         "deadline allows", max(retry_after_min_ms, expected_wait_s * 1e3))
+    """Refuses a query that would still be queued, or running, when its deadline passes (``expected_wait_s``: the
+    queue ahead and its own batch), or (``max_wait_ms`` set) that would wait longer than that whatever its deadline.
+    The refusal carries a retry hint, except when the deadline is shorter than the query's own batch takes with
+    nothing queued (``service_s``): no retry could meet it, so it is DEADLINE_EXCEEDED, as the caller's own deadline
+    would have ended it."""
+    if deadline is not None:
+        left_s = deadline - time.monotonic()
+        if left_s < service_s:
+            metrics.refused.labels("deadline").inc()
+            raise RpcError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                           f"this call's deadline leaves {max(left_s, 0.0) * 1e3:.1f} ms, and a batch takes about "
+                           f"{service_s * 1e3:.0f} ms even with nothing queued: allow more time")
+        if expected_wait_s > left_s:
+            metrics.refused.labels("deadline").inc()
+            raise Overloaded(f"the queue ahead takes about {expected_wait_s * 1e3:.0f} ms, longer than this call's "
+                             "deadline allows", max(retry_after_min_ms, expected_wait_s * 1e3))
     if max_wait_ms and expected_wait_s * 1e3 > max_wait_ms:
         metrics.refused.labels("queue_wait").inc()
         raise Overloaded(f"the queue ahead takes about {expected_wait_s * 1e3:.0f} ms; this gateway queues a query "

@@ -16,8 +16,11 @@ def make_thumbnail(rgb: Image.Image, px: int) -> bytes:
     """An RGB image -> encoded thumbnail bytes; b"" when ``px`` is 0 (thumbnails off)."""
     if px <= 0:
         return b""
-    im = rgb.copy()
-    im.thumbnail((px, px), Image.Resampling.LANCZOS)
+    # resize allocates only the small result (Image.thumbnail works in place, so it would need a full-size copy
+    # first: the decode budget charges the decoded image, not a second one).
+    scale = min(1.0, px / max(rgb.size))
+    size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+    im = rgb if size == rgb.size else rgb.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
     a = np.asarray(im)
     buf = io.BytesIO()
     if a.ndim == 2 or (np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 1], a[..., 2])):

@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import io
+import logging
 from functools import lru_cache
 
 from extractors.datasets import load_fashion_mnist, load_photos
 
+log = logging.getLogger("vsearch.web")
 FMNIST_EXAMPLES = (0, 1, 2, 3, 4, 5)
 PHOTO_EXAMPLES = ("skimage/astronaut.png", "skimage/chelsea.png", "skimage/coffee.png")
 
 
 @lru_cache(maxsize=1)
 def examples() -> dict[str, bytes]:
-    """Example name -> encoded image bytes (loaded once)."""
+    """Example name -> encoded image bytes (loaded once). A data set that is not installed (the production image
+    ships neither) just gives no examples: the page works without them."""
     out = {}
-    fmnist = load_fashion_mnist("test")
-    for i in FMNIST_EXAMPLES:
-        out[fmnist.ids[i].replace("/", "-")] = _encode(fmnist.pil(i), "PNG")
-    photos = load_photos()
+    try:
+        fmnist = load_fashion_mnist("test")
+        for i in FMNIST_EXAMPLES:
+            out[fmnist.ids[i].replace("/", "-")] = _encode(fmnist.pil(i), "PNG")
+    except (OSError, ImportError) as e:
+        log.info("no Fashion-MNIST examples: %s", e)
+    try:
+        photos = load_photos()
+    except (OSError, ImportError) as e:
+        log.info("no photo examples: %s", e)
+        return out
     for pid in PHOTO_EXAMPLES:
         if pid in photos.ids:
             name = "photo-" + pid.replace("/", "-").removesuffix(".png")

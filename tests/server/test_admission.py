@@ -8,13 +8,14 @@ import asyncio
 import io
 import time
 
+import grpc
 import pytest
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
 from server.admission import DecodeAdmission
 from server.batching import BatchCost, Coalescer, QueueExpired
-from server.errors import RETRY_AFTER_KEY, Overloaded, trailing_metadata_of
+from server.errors import RETRY_AFTER_KEY, Overloaded, RpcError, trailing_metadata_of
 from server.imaging import decode_cost, open_image
 from server.load_metrics import LoadMetrics
 from server.shedding import QuerySlots, refuse_if_late
@@ -109,14 +110,23 @@ def test_queries_past_the_in_flight_limit_are_refused_at_once():
 
 def test_a_query_the_queue_would_make_late_is_refused():
     metrics = LoadMetrics(CollectorRegistry())
-    refuse_if_late(0.5, None, 20, metrics)  # no deadline: never refused
-    refuse_if_late(0.01, time.monotonic() + 1, 20, metrics)
+    refuse_if_late(0.5, 0.01, None, 20, metrics)  # no deadline: never refused
+    refuse_if_late(0.01, 0.01, time.monotonic() + 1, 20, metrics)
     with pytest.raises(Overloaded) as e:
-        refuse_if_late(0.5, time.monotonic() + 0.1, 20, metrics)
+        refuse_if_late(0.5, 0.01, time.monotonic() + 0.1, 20, metrics)
     assert e.value.retry_after_ms >= 500
     with pytest.raises(Overloaded):  # a latency objective refuses it whatever its deadline
-        refuse_if_late(0.2, None, 20, metrics, max_wait_ms=50)
-    refuse_if_late(0.02, None, 20, metrics, max_wait_ms=50)
+        refuse_if_late(0.2, 0.01, None, 20, metrics, max_wait_ms=50)
+    refuse_if_late(0.02, 0.01, None, 20, metrics, max_wait_ms=50)
+
+
+def test_a_deadline_shorter_than_an_idle_batch_is_deadline_exceeded_without_a_hint():
+    """No retry could meet it (the hint would make the SDK resend a call that can never succeed)."""
+    metrics = LoadMetrics(CollectorRegistry())
+    with pytest.raises(RpcError) as e:
+        refuse_if_late(0.5, 0.05, time.monotonic() + 0.01, 20, metrics)
+    assert e.value.code == grpc.StatusCode.DEADLINE_EXCEEDED and not isinstance(e.value, Overloaded)
+    assert "allow more time" in str(e.value)
 
 
 def test_queued_calls_whose_deadline_passed_are_dropped_before_the_backend_and_counted():
