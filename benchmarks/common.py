@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import io
 import json
 import os
 import platform
@@ -111,3 +112,10 @@ def loadavg_sentence(result: dict) -> str:
 def cpu_split(cpu_ms: dict[str, float]) -> str:
     """``client / gateway / Triton / Milvus`` milliseconds (``-`` for a process not measured)."""
     return " / ".join(f"{cpu_ms[k]:.2f}" if k in cpu_ms else "-" for k in CPU_SPLIT)
+
+
+def png_bytes(image) -> bytes:
+    """A PIL image as the PNG bytes a client would send (lossless)."""
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()

@@ -250,6 +250,15 @@ def model_info(m: pb.ModelInfo) -> ModelInfo:
     return ModelInfo(m.name, m.dim, m.metric, m.count, m.input_size, calibration, m.note)
 
 
+def embed_request(model: str, images: list) -> pb.EmbedRequest:
+    return pb.EmbedRequest(model=model, images=[image_bytes(i) for i in images])
+
+
+def vectors_from_proto(reply: pb.EmbedResponse) -> np.ndarray:
+    """float32 [N, D], one row per image sent."""
+    return np.array([v.values for v in reply.vectors], dtype=np.float32).reshape(len(reply.vectors), -1)
+
+
 def upsert_requests(items: Iterable[Item], model: str, duplicate_policy: str = "allow") -> Iterator[pb.UpsertRequest]:
     policy = policy_to_proto(duplicate_policy)
     for it in items:
@@ -355,8 +364,7 @@ class SearchClient:
 
     def embed(self, model: str, images: list) -> np.ndarray:
         """float32 [N, D]: the model's embeddings of the images (paths, bytes or PIL images)."""
-        reply = self._call(self.stub.Embed, pb.EmbedRequest(model=model, images=[image_bytes(i) for i in images]))
-        return np.array([v.values for v in reply.vectors], dtype=np.float32).reshape(len(reply.vectors), -1)
+        return vectors_from_proto(self._call(self.stub.Embed, embed_request(model, images)))
 
     def find_duplicates(self, model: str, min_score: float | None = None, min_verdict: str | None = None,
                         neighbours: int = 0, timeout: float | None = 3600.0) -> Iterator[DuplicateGroups]:
@@ -427,8 +435,7 @@ class AsyncSearchClient:
         return result
 
     async def embed(self, model: str, images: list) -> np.ndarray:
-        reply = await self._call(self.stub.Embed, pb.EmbedRequest(model=model, images=[image_bytes(i) for i in images]))
-        return np.array([v.values for v in reply.vectors], dtype=np.float32).reshape(len(reply.vectors), -1)
+        return vectors_from_proto(await self._call(self.stub.Embed, embed_request(model, images)))
 
     async def delete(self, model: str, ids: list[str]) -> int:
         return (await self._call(self.stub.Delete, pb.DeleteRequest(model=model, ids=ids))).deleted

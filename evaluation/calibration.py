@@ -99,7 +99,6 @@ class Pairs:
     negatives: np.ndarray
     edited: np.ndarray  # the positives that are not EXACT: negatives of the EXACT fit
     per_level: dict[str, np.ndarray]  # positives' scores by level
-    dropped_identical: int
     description: dict
 
 
@@ -175,7 +174,7 @@ def build_pairs(name: str, dataset: str, n_db: int = 20_000, n_originals: int = 
                    "distinct_queries": len(distinct), "positives": int(len(near)), "exact_positives": int(len(exact)),
                    "negatives": int(sum(len(n) for n in negatives)), "dropped_pixel_identical": dropped,
                    "seed": seed}
-    return Pairs(exact, near, np.concatenate(negatives), edited_scores, per_level, dropped, description)
+    return Pairs(exact, near, np.concatenate(negatives), edited_scores, per_level, description)
 
 
 # ------------------------------------------------------------------------------------------------ fit + report

@@ -47,7 +47,6 @@ class DecodeAdmission:
         self.in_use = 0
         self._waiters: deque[tuple[int, asyncio.Future]] = deque()
         self._queued = 0  # bytes the waiters will take
-        return_freed_images_to_the_os()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="decode")
         self._workers = workers
         self._decode_ms = 50.0  # running estimate of one large decode, refined by every decode

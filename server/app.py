@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from server.admission import return_freed_images_to_the_os
 from server.embedder.triton import TritonEmbedder
 from server.interceptors import GatewayInterceptor
 from server.metrics import GatewayMetrics
@@ -100,6 +101,7 @@ class Gateway:
 
 
 async def serve(settings: Settings) -> None:
+    return_freed_images_to_the_os()  # process-wide: once, before any decode
     gateway = Gateway(settings)
     await gateway.start()
     print(f"gateway ready on {settings.host}:{gateway.port}", flush=True)

@@ -7,7 +7,6 @@ import numpy as np
 from server.calibration import EXACT, NEAR_DUPLICATE, SIMILAR
 from server.settings import Settings
 from server.validation import (
-    DUPLICATE_POLICIES,
     InvalidRequest,
     check_filter,
     check_filters,
@@ -64,13 +63,11 @@ def vector_from_proto(v: pb.Vector, dim: int) -> np.ndarray:
 
 VERDICTS: dict[int, str] = {pb.VERDICT_SIMILAR: SIMILAR, pb.VERDICT_NEAR_DUPLICATE: NEAR_DUPLICATE,
                              pb.VERDICT_EXACT: EXACT}
-VERDICT_PROTO: dict[str, pb.Verdict.ValueType] = {name: pb.Verdict.Value(f"VERDICT_{name}")
-                                                  for name in VERDICTS.values()}
+VERDICT_PROTO = {name: pb.Verdict.ValueType(value) for value, name in VERDICTS.items()}
 POLICIES: dict[int, str] = {pb.DUPLICATE_POLICY_UNSPECIFIED: "allow", pb.DUPLICATE_POLICY_ALLOW: "allow",
             pb.DUPLICATE_POLICY_FLAG: "flag", pb.DUPLICATE_POLICY_SKIP: "skip", pb.DUPLICATE_POLICY_REJECT: "reject"}
-POLICY_PROTO = {"flag": pb.DUPLICATE_POLICY_FLAG, "skip": pb.DUPLICATE_POLICY_SKIP,
-                "reject": pb.DUPLICATE_POLICY_REJECT}
-assert set(POLICIES.values()) == set(DUPLICATE_POLICIES)
+# the action reported for an item the gate matched (ALLOW reports nothing)
+POLICY_PROTO = {name: pb.DuplicatePolicy.ValueType(value) for value, name in POLICIES.items() if name != "allow"}
 
 
 def verdict_from_proto(value: int, what: str = "min_verdict") -> str | None:

@@ -4,7 +4,7 @@ An item is compared with three sets, and its match is the best-scoring item at o
 the store (a range search at Bounded consistency, done by the caller), this gateway's recent writes
 (``server.recent_writes``: what the store may not show yet) and the earlier items of the same chunk that are
 written. An item is never a duplicate of itself: candidates with its own id are skipped, so re-upserting an id
-(idempotency by id) passes. What happens to a match is the item's policy (``server.validation.DUPLICATE_POLICIES``):
+(idempotency by id) passes. What happens to a match is the item's policy (``server.convert.POLICIES``):
 allow (not checked at all), flag (written and reported), skip (reported, not written), reject (reported and an
 ItemError ALREADY_EXISTS)."""
 

@@ -5,9 +5,11 @@ caller what to fix, so no handler can leak an UNKNOWN or a stack trace."""
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import time
+from collections.abc import AsyncIterator
 
 import grpc
 
@@ -79,65 +81,46 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         behavior = handler.unary_unary or handler.stream_unary
 
         async def wrapper(request, context):
-            start = time.perf_counter()
-            code = grpc.StatusCode.OK
-            try:
-                if not authorized:
-                    code = grpc.StatusCode.UNAUTHENTICATED
-                await _admit(authorized, request, context)
+            async with self._guarded(method, authorized, request, context):
                 return await behavior(request if handler.unary_unary else checked(request), context)
-            except grpc.aio.AbortError:
-                raise
-            except Exception as e:  # noqa: BLE001 - mapped to a status right here
-                code = status_of(e)[0]  # set before abort raises: the metrics count the real status
-                await _fail(method, e, context)
-            finally:
-                self.metrics.requests.labels(method, code.name).inc()
-                self.metrics.latency.labels(method).observe(time.perf_counter() - start)
 
         make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
         return make(wrapper, request_deserializer=lenient(handler.request_deserializer),
                     response_serializer=handler.response_serializer)
 
     def _streaming(self, method: str, authorized: bool, behavior):
-        """The same auth, status mapping and metrics for a server-streaming RPC (FindDuplicates): a failure after
-        some responses were sent ends the stream with the mapped status."""
+        """The same guard for a server-streaming RPC (FindDuplicates): a failure after some responses were sent ends
+        the stream with the mapped status."""
 
         async def wrapper(request, context):
-            start = time.perf_counter()
-            code = grpc.StatusCode.OK
-            try:
-                if not authorized:
-                    code = grpc.StatusCode.UNAUTHENTICATED
-                await _admit(authorized, request, context)
+            async with self._guarded(method, authorized, request, context):
                 async for response in behavior(request, context):
                     yield response
-            except grpc.aio.AbortError:
-                raise
-            except Exception as e:  # noqa: BLE001 - mapped to a status right here
-                code = status_of(e)[0]  # set before abort raises: the metrics count the real status
-                await _fail(method, e, context)
-            finally:
-                self.metrics.requests.labels(method, code.name).inc()
-                self.metrics.latency.labels(method).observe(time.perf_counter() - start)
 
         return wrapper
 
-
-async def _admit(authorized: bool, request, context) -> None:
-    """Refuses a call before its handler runs: no token (UNAUTHENTICATED), or bytes that are not the request."""
-    if not authorized:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                            "missing or wrong token: send metadata 'authorization: Bearer <token>'")
-    if isinstance(request, Undecodable):
-        raise request.rejected()
-
-
-async def _fail(method: str, e: Exception, context) -> None:
-    """Ends a failed call with its mapped status and message (and a retry hint where there is one)."""
-    code, message = status_of(e)
-    if code == grpc.StatusCode.INTERNAL:
-        log.exception("%s failed", method)
-    else:
-        log.info("%s -> %s: %s", method, code.name, message)
-    await context.abort(code, message, trailing_metadata=trailing_metadata_of(e))
+    @contextlib.asynccontextmanager
+    async def _guarded(self, method: str, authorized: bool, request, context) -> AsyncIterator[None]:
+        """Every call of the service: refused before its handler without a token or with undecodable bytes, any
+        failure ended with its mapped status (and retry hint), counted and timed per method."""
+        start = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            if not authorized:
+                code = grpc.StatusCode.UNAUTHENTICATED
+                await context.abort(code, "missing or wrong token: send metadata 'authorization: Bearer <token>'")
+            if isinstance(request, Undecodable):
+                raise request.rejected()
+            yield
+        except grpc.aio.AbortError:
+            raise
+        except Exception as e:  # noqa: BLE001 - mapped to a status right here
+            code, message = status_of(e)  # set before abort raises: the metrics count the real status
+            if code == grpc.StatusCode.INTERNAL:
+                log.exception("%s failed", method)
+            else:
+                log.info("%s -> %s: %s", method, code.name, message)
+            await context.abort(code, message, trailing_metadata=trailing_metadata_of(e))
+        finally:
+            self.metrics.requests.labels(method, code.name).inc()
+            self.metrics.latency.labels(method).observe(time.perf_counter() - start)

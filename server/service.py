@@ -251,7 +251,11 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         if request.HasField("min_score"):
             bound = check_min_score(request.min_score)
         else:
-            bound = self._verdict_bound(model.name, verdict_from_proto(request.min_verdict) or NEAR_DUPLICATE)
+            verdict = verdict_from_proto(request.min_verdict) or NEAR_DUPLICATE
+            if (calibrated := self._verdict_bound(model.name, verdict)) is None:
+                raise InvalidRequest(f"every pair is {verdict} or better: set min_score, or min_verdict "
+                                     "NEAR_DUPLICATE or EXACT")
+            bound = calibrated
         neighbours = check_top_k(request.neighbours, s.dedup_default_neighbours, s.max_top_k - 1)
         await self._ensure_collection(model)
         total = await self._store(self.store.count, model.name)
@@ -261,14 +265,14 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                                              s.dedup_max_pairs, start):
             yield message
 
-    def _verdict_bound(self, model: str, verdict: str) -> float:
-        """The calibrated lowest score of ``verdict`` (INVALID_ARGUMENT on a model without a calibration)."""
+    def _verdict_bound(self, model: str, verdict: str) -> float | None:
+        """The calibrated lowest score of ``verdict``; None for SIMILAR, which is every hit (INVALID_ARGUMENT on a
+        model without a calibration)."""
         loaded = self.calibrations.get(model)
         if loaded.calibration is None:
             raise InvalidRequest(f"a verdict needs a calibrated model; {model} has none ({loaded.note}): set "
                                  "min_score instead")
-        bound = loaded.calibration.bound(verdict)
-        return -1.0 if bound is None else bound
+        return loaded.calibration.bound(verdict)
 
     # ------------------------------------------------------------------------------------ the search path
     async def _search(self, requests: list[pb.SearchRequest], deadline: float | None = None) -> list[pb.SearchResponse]:
@@ -342,7 +346,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         verdict = verdict_from_proto(req.min_verdict)
         if verdict is not None:
             bound = self._verdict_bound(model.name, verdict)
-            if bound > -1.0:  # SIMILAR or better is every hit: no range search for it
+            if bound is not None:  # SIMILAR or better is every hit: no range search for it
                 min_score = bound if min_score is None else max(min_score, bound)
         key = BatchKey(model.name, filters_from_proto(req.filters, s), tuple(req.output_fields) or None, min_score)
         return SearchPlan(req, model, key, top_k, offset, self.calibrations.get(model.name))

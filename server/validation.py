@@ -69,7 +69,6 @@ def check_offset(offset: int, top_k: int, max_top_k: int) -> int:
 
 
 # What Upsert does with a near-duplicate of a stored item (server/dedup_gate.py applies them).
-DUPLICATE_POLICIES = ("allow", "flag", "skip", "reject")
 
 
 def check_field_name(name: str, what: str) -> str:

@@ -5,7 +5,6 @@ then the dedup gate's cost: the same images upserted under ALLOW and under FLAG,
 
 from __future__ import annotations
 
-import io
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +13,7 @@ from pathlib import Path
 import grpc
 from PIL import Image
 
-from benchmarks.common import console, finish, loadavg
+from benchmarks.common import console, finish, loadavg, png_bytes
 from benchmarks.dedup.collection import INJECTED_LEVELS, Collection, inject
 from benchmarks.dedup.hashes import HASHES, group_labels, hash_codes
 from benchmarks.dedup.scoring import labels_from_groups, score
@@ -35,19 +34,13 @@ INDEX_BATCH, INDEX_STREAMS = 64, 4  # as `vsearch index` sends them
 TIMEOUT_S = 600.0
 
 
-def _png(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, "PNG")
-    return buf.getvalue()
-
-
 def upsert(stub, model: str, ids: list[str], images: list[Image.Image], batch: int, streams: int,
            policy: int = pb.DUPLICATE_POLICY_ALLOW) -> pb.UpsertResponse:
     """Upsert streams of ``batch`` items, ``streams`` at a time (PNG-encoded in the sending thread, as the SDK
     does); the replies summed."""
 
     def send(start: int) -> pb.UpsertResponse:
-        return stub.Upsert(iter([pb.UpsertRequest(model=model, id=i, image=_png(im), duplicate_policy=policy)
+        return stub.Upsert(iter([pb.UpsertRequest(model=model, id=i, image=png_bytes(im), duplicate_policy=policy)
                                  for i, im in zip(ids[start:start + batch], images[start:start + batch],
                                                   strict=True)]), timeout=TIMEOUT_S)
 

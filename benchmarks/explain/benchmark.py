@@ -6,13 +6,12 @@ explain / explain_png, interleaved."""
 
 from __future__ import annotations
 
-import io
 import tempfile
 from pathlib import Path
 
 import grpc
 
-from benchmarks.common import console, finish, loadavg
+from benchmarks.common import console, finish, loadavg, png_bytes
 from benchmarks.embedding.timing import interleaved
 from export.onnx_cpu import build_session
 from export.onnx_export import export_onnx
@@ -58,20 +57,14 @@ def graph_costs(model: str, budget_s: float, min_rounds: int, threads: int) -> d
     return out
 
 
-def _png(image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, "PNG")
-    return buf.getvalue()
-
-
 def corpus(model: str, n: int) -> tuple[list[tuple[str, bytes]], list[bytes]]:
     """Items to index and query images (stored images, so every search has real hits with thumbnails)."""
     if get_spec(model).input_size <= 32:
         ds = load_fashion_mnist("test").subset(range(n))
-        items = [(ds.ids[i], _png(ds.pil(i))) for i in range(n)]
+        items = [(ds.ids[i], png_bytes(ds.pil(i))) for i in range(n)]
     else:
         photos = load_photos()
-        items = [(photos.ids[i], _png(photos.pil(i))) for i in range(min(n, len(photos)))]
+        items = [(photos.ids[i], png_bytes(photos.pil(i))) for i in range(min(n, len(photos)))]
     return items, [data for _, data in items[:8]]
 
 

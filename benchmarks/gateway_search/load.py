@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 import numpy as np
 
+from benchmarks.common import png_bytes
 from benchmarks.cpu import CpuMeter
 from benchmarks.load import drive
 from extractors.datasets import load_fashion_mnist
@@ -25,12 +26,7 @@ WARMUP_S = 1.0  # before each row: channels, thread pools, caches
 def query_images(n: int) -> list[bytes]:
     """PNG bytes of Fashion-MNIST test images: what a client would send."""
     ds = load_fashion_mnist("test")
-    out = []
-    for i in range(n):
-        buf = io.BytesIO()
-        ds.pil(i).save(buf, "PNG")
-        out.append(buf.getvalue())
-    return out
+    return [png_bytes(ds.pil(i)) for i in range(n)]
 
 
 async def _row(call: Callable[[int], Awaitable[tuple]], n_items: int, concurrency: int, seconds: float,

@@ -190,8 +190,9 @@ def run(quick: bool = False, seconds: float | None = None, n_index: int | None =
         onnx = Path(stack.settings.model_repository) / cnn / "1" / "model.onnx"
         results["onnxruntime_alone"] = onnxruntime_alone(onnx, jpegs, 224, 2.0 if quick else 15.0)
         console.print(f"ONNX Runtime alone: {results['onnxruntime_alone']}")
+        fmnist_queries = query_images(64 if quick else 256)  # one set for the default curve and every variant
         results["fmnist"] = {"model": vit, "rows": asyncio.run(_curve(
-            address, vit, query_images(64 if quick else 256), QUICK_FMNIST_RATES if quick else FMNIST_RATES,
+            address, vit, fmnist_queries, QUICK_FMNIST_RATES if quick else FMNIST_RATES,
             seconds, pids, deadline_s))}
         results["photos"] = {"model": cnn, "indexed": results["photo_indexing"]["upserted"], "rows": asyncio.run(_curve(
             address, cnn, jpegs, QUICK_PHOTO_RATES if quick else PHOTO_RATES, seconds, pids, deadline_s))}
@@ -200,7 +201,7 @@ def run(quick: bool = False, seconds: float | None = None, n_index: int | None =
         for label, env in (QUICK_VARIANTS if quick else VARIANTS).items():
             with GatewayProcess([stack.triton.grpc_url], stack.milvus.uri, env=env) as gateway:
                 console.print(f"variant {label}: {env}")
-                rows = asyncio.run(_curve(gateway.address, vit, query_images(64 if quick else 256),
+                rows = asyncio.run(_curve(gateway.address, vit, fmnist_queries,
                                           QUICK_FMNIST_RATES[-1:] if quick else FMNIST_RATES, seconds,
                                           {**pids, "gateway": gateway.proc.pid if gateway.proc else None},
                                           deadline_s))

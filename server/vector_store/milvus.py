@@ -236,11 +236,6 @@ class MilvusVectorStore:
         self._dims[name] = dim
         return dim
 
-    def has_thumbnails(self, model: str) -> bool:
-        """Whether the model's collection keeps thumbnails (created after they existed)."""
-        self._dim(model)
-        return self._thumbnails[collection_name(model)]
-
     def _ensure_loaded(self, name: str) -> None:
         if self.is_lite:
             return

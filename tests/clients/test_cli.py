@@ -111,4 +111,6 @@ def test_web_serves_the_page_for_a_gateway_elsewhere(gateway):
         assert VIT_MODEL in {m["name"] for m in models}
     finally:
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) is not None
+        proc.wait(timeout=20)
+        output = proc.stdout.read().decode() if proc.stdout else ""
+        assert "Traceback" not in output, output

@@ -52,7 +52,7 @@ def test_exact_is_never_below_near_duplicate():
     exact = np.array([0.95, 0.75])
     near = np.array([0.95, 0.9, 0.75] + [0.3] * 7)
     neg = np.array([0.8, 0.5, 0.1, 0.1])
-    c = fit("m", Pairs(exact, near, neg, np.array([]), {}, 0, {}), target=0.7)
+    c = fit("m", Pairs(exact, near, neg, np.array([]), {}, {}), target=0.7)
     assert c.near_duplicate.min_score == pytest.approx(0.9, abs=1e-6)
     assert c.exact.min_score == pytest.approx(0.9, abs=1e-6)
     assert (c.exact.precision, c.exact.recall) == (pytest.approx(1.0), pytest.approx(0.5))
@@ -62,7 +62,7 @@ def test_exact_is_never_below_near_duplicate():
 def test_edited_copies_are_negatives_of_exact():
     # Exact positives 1.0, 0.97; an edited copy at 0.98 makes 0.97 fail (TPR 1, FPR 1/3 -> 0.75): EXACT >= 1.0.
     exact, edited, neg = np.array([1.0, 0.97]), np.array([0.98, 0.6]), np.array([0.5])
-    c = fit("m", Pairs(exact, np.concatenate([exact, edited]), neg, edited, {}, 0, {}), target=0.99)
+    c = fit("m", Pairs(exact, np.concatenate([exact, edited]), neg, edited, {}, {}), target=0.99)
     assert c.exact.min_score == pytest.approx(1.0) and c.exact.recall == pytest.approx(0.5)
     assert c.near_duplicate.min_score == pytest.approx(0.6, abs=1e-6)
 
