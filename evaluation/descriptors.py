@@ -34,6 +34,7 @@ CLS = "cls"
 CLS_GEM = "cls_gem4"
 CLS_GEM_WHITENED = "cls_gem4_whitened"
 DESCRIPTORS = (CLS, CLS_GEM, CLS_GEM_WHITENED)
+SERVED = "served"  # the one embedding of an extractor that has no descriptor choice (pixels, the CNN)
 DESCRIPTOR_DESCRIPTIONS = {
     CLS: "CLS token (served today)",
     CLS_GEM: "CLS + GeM(p=4) of the last layer's patch tokens, each L2-normalised, concatenated",

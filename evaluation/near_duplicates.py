@@ -55,6 +55,7 @@ from evaluation.descriptors import (
     CLS_GEM_WHITENED,
     DESCRIPTOR_DESCRIPTIONS,
     DESCRIPTORS,
+    SERVED,
     ViTDescriptors,
 )
 from evaluation.metrics import copy_detection_metrics
@@ -83,7 +84,6 @@ N_WHITEN = 20_000  # training images the PCA whitening is learned on
 QUICK_QUERIES = 100
 QUICK_DB = (4000, 1000)  # (train, test) rows of the quick database
 SLOW_INPUT_SIDE = 64  # extractors with a larger input are too slow for the 70k Fashion-MNIST set on CPU
-SERVED = "served"
 
 
 def _progress() -> Progress:

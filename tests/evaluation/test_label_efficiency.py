@@ -44,6 +44,8 @@ def test_label_efficiency_quick(data):
         assert "trained_classifier" in r and r["trained_classifier"] is None
         for key in ("dino_features", "pixels"):
             assert 0.1 < r[key] <= 1.0  # above chance even with one label per class
+        by = r["dino_features_by_descriptor"]
+        assert len(by) == 3 and r["dino_features"] == by[r["dino_features_descriptor"]] == max(by.values())
     assert res["1"]["pixels"] < res["100"]["pixels"]  # more labels, a better k-NN
 
 

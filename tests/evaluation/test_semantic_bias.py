@@ -7,8 +7,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from evaluation.semantic_bias import group_subset, knn, semantic_bias, weights_missing, within_group_knn
-from extractors.datasets import COARSE_GROUPS
+from evaluation.descriptors import CLS, CLS_GEM, CLS_GEM_WHITENED, SERVED
+from evaluation.semantic_bias import (
+    best_descriptor,
+    descriptor_embeddings,
+    group_subset,
+    knn,
+    knn_by_descriptor,
+    semantic_bias,
+    weights_missing,
+    within_group_knn,
+)
+from extractors.datasets import COARSE_GROUPS, load_fashion_mnist
+from extractors.registry import load_extractor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -47,6 +58,33 @@ def test_within_group_knn_ignores_other_groups():
     assert knn(db, db_y, q, q_y, k=1) < 1.0
 
 
+def test_best_descriptor_takes_the_highest_and_the_first_of_equals():
+    assert best_descriptor({CLS: 0.6, CLS_GEM: 0.7, CLS_GEM_WHITENED: 0.5}) == CLS_GEM
+    assert best_descriptor({CLS: 0.7, CLS_GEM: 0.7, CLS_GEM_WHITENED: 0.7}) == CLS
+
+
+def test_knn_by_descriptor_scores_each_and_keeps_every_number():
+    # "a" separates the classes, "b" puts each query on the other class's row: 1.0 and 0.0 by hand
+    db = {"a": _features([[1, 0], [0, 1]]), "b": _features([[1, 0], [0, 1]])}
+    q = {"a": _features([[1, 0.1], [0.1, 1]]), "b": _features([[0.1, 1], [1, 0.1]])}
+    out = knn_by_descriptor(db, [0, 1], q, [0, 1], k=1)
+    assert out == {"accuracy": 1.0, "descriptor": "a", "by_descriptor": {"a": 1.0, "b": 0.0}}
+    only_b = knn_by_descriptor({"b": db["b"]}, [0, 1], q, [0, 1], k=1)  # only the descriptors both sides have
+    assert only_b["descriptor"] == "b" and only_b["by_descriptor"] == {"b": 0.0}
+
+
+def test_descriptor_embeddings_include_what_is_served():
+    images = load_fashion_mnist("test").images[:16]
+    vit = descriptor_embeddings("random_vit_femto_p7_fmnist", images)
+    assert set(vit) == {CLS, CLS_GEM, CLS_GEM_WHITENED}
+    served = load_extractor("random_vit_femto_p7_fmnist")(torch.from_numpy(
+        np.repeat(images[:, None], 3, axis=1)))  # 28 px already: the gateway's resize is the identity
+    assert torch.allclose(vit[CLS_GEM_WHITENED], served, atol=1e-5)
+    for v in vit.values():
+        assert torch.allclose(v.norm(dim=1), torch.ones(len(images)), atol=1e-5)
+    assert set(descriptor_embeddings("pixels", images)) == {SERVED}
+
+
 def test_missing_weights_are_a_note_not_an_error(tmp_path, monkeypatch):
     assert weights_missing("pixels") is None and weights_missing("random_vit_femto_p7_fmnist") is None
     from extractors import registry
@@ -71,5 +109,10 @@ def test_semantic_bias_quick():
         assert abs(w["mean"] - (w["tops"] + w["footwear"]) / 2) < 1e-9
         assert w["tops"] > 0.25 and w["footwear"] > 1 / 3  # better than chance inside the group
     assert res["pixels"]["knn20"] > 0.7  # the raw-pixel floor on Fashion-MNIST (~0.78 on 3k/600)
+    vit = res["random_vit_femto_p7_fmnist"]
+    assert set(vit["by_descriptor"]) == {CLS, CLS_GEM, CLS_GEM_WHITENED}
+    assert vit["knn20"] == max(v["knn20"] for v in vit["by_descriptor"].values())
+    assert vit["within_group_knn20"]["mean"] == vit["by_descriptor"][vit["descriptor"]]["within_group_knn20"]
+    assert res["pixels"]["descriptor"] == SERVED
     again = semantic_bias(["pixels"], quick=True, data=data)["pixels"]
     assert {**again, "wall_s": 0} == {**res["pixels"], "wall_s": 0}  # deterministic

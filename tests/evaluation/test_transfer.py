@@ -39,3 +39,6 @@ def test_transfer_quick():
     assert res["_meta"]["n_db"] == res["_meta"]["n_queries"] == 300
     assert 0.85 < res["pixels"] <= 1.0  # raw pixels are strong on clean digits
     assert 0.1 < res["random_vit_femto_p7_fmnist"] <= 1.0  # above chance
+    vit = res["_by_descriptor"]["random_vit_femto_p7_fmnist"]
+    assert len(vit["by_descriptor"]) == 3 and res["random_vit_femto_p7_fmnist"] == max(vit["by_descriptor"].values())
+    assert vit["by_descriptor"][vit["descriptor"]] == res["random_vit_femto_p7_fmnist"]
