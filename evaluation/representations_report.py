@@ -3,6 +3,7 @@ attention grid, with a reading generated from the numbers (no figure is typed in
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from evaluation.descriptors import CLS_GEM_WHITENED
@@ -93,6 +94,36 @@ def level_curves(nd: dict, path: Path) -> bool:
     return True
 
 
+def learning_curve_section(doc: Doc, out_dir: Path) -> None:
+    """The DINO numbers at each measured checkpoint and the log-linear extrapolation (``evaluation.learning_curve``),
+    when ``learning_curve.json`` is there."""
+    path = out_dir / "learning_curve.json"
+    if not path.exists():
+        return
+    lc = json.loads(path.read_text())
+    points = {int(e): v for e, v in lc["points"].items()}
+    metrics = [m for m in lc["extrapolated"] if all(m in v for v in points.values())]
+    doc.h(2, "Learning curve: the DINO numbers against training epochs")
+    doc.p("Checkpoints of the same DINO run, each measured as the served model is (its own whitening)"
+          + (" in quick mode" if lc.get("quick") else "") + ".")
+    doc.table(["epochs"] + metrics, [[str(e)] + [_f(points[e][m]) for m in metrics] for e in sorted(points)])
+    doc.p("**Extrapolated, not measured:** a least-squares line in log2(epochs) through those points, read at 2x and "
+          "4x the last checkpoint's epochs, and the epochs at which it would meet the target.")
+    rows = []
+    for m in metrics:
+        ex = lc["extrapolated"][m]
+        if not ex.get("fit"):
+            continue
+        reach = ex.get("epochs_to_target")
+        rows.append([m, f"{ex['fit']['b_per_doubling']:+.3f}", _f(ex["at_2x_epochs"]["value"]),
+                     _f(ex["at_4x_epochs"]["value"]), _f(ex.get("target")),
+                     "never (flat or falling)" if reach is None and "target" in ex else
+                     "-" if reach is None else f"{reach:,.0f}"])
+    doc.table(["number", "per doubling of epochs", "at 2x epochs", "at 4x epochs", "target", "epochs to target"], rows)
+    if (out_dir / "figures" / "learning_curve.png").exists():
+        doc.img("figures/learning_curve.png", "DINO numbers against epochs, with the extrapolation dashed")
+
+
 def write_representations_report(results: dict[str, dict], h: dict, out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     doc = Doc()
@@ -179,6 +210,7 @@ def write_representations_report(results: dict[str, dict], h: dict, out_dir: Pat
     if (out_dir / "figures" / "attention_on_object.png").exists():
         doc.img("figures/attention_on_object.png", "attention of DINO and the supervised ViT on test garments")
 
+    learning_curve_section(doc, out_dir)
     (out_dir / "representations.md").write_text(doc.markdown())
     (out_dir / "representations.html").write_text(doc.html("visual-search: representations"))
     return out_dir / "representations.md"

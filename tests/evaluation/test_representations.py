@@ -38,3 +38,19 @@ def test_the_report_reads_the_numbers(quick_run):
     if first["met"] is not None:
         assert f"measured {first['measured']:.3f}" in text
     assert (out / "figures" / "attention_on_object.png").stat().st_size > 1000
+
+
+def test_the_report_shows_a_learning_curve_labelled_as_extrapolation(quick_run):
+    from evaluation.learning_curve import METRICS, extrapolate
+    from evaluation.representations_report import write_representations_report
+
+    out, headline = quick_run
+    points = {8: dict.fromkeys(METRICS, 0.5), 16: dict.fromkeys(METRICS, 0.6)}
+    lc = {"quick": True, "points": {str(e): v for e, v in points.items()},
+          "extrapolated": extrapolate(points, {"knn20": 0.8, "within_group_knn20": 0.4})}
+    (out / "learning_curve.json").write_text(json.dumps(lc))
+    results = {name: json.loads((out / f"{name}.json").read_text()) for name in representations.MEASUREMENTS}
+    text = write_representations_report(results, headline, out).read_text()
+    (out / "learning_curve.json").unlink()
+    assert "## Learning curve" in text and "**Extrapolated, not measured:**" in text
+    assert "| knn20 | +0.100 | 0.700 | 0.800 | 0.800 | 64 |" in text  # 0.6 at 16, +0.1 per doubling: 0.8 at 64
