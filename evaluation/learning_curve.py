@@ -15,11 +15,14 @@ epochs and the epochs at which it would reach the target. It is an extrapolation
 measurement: the report says so wherever it is shown.
 
 ``python -m evaluation.learning_curve --checkpoint 11=path/a.pth --checkpoint 18=path/b.pth ... [--out DIR]``
-writes ``DIR/learning_curve.json`` and ``DIR/figures/learning_curve.png`` (default DIR: reports/comparison).
+writes ``DIR/learning_curve.json`` and ``DIR/figures/learning_curve.png`` (default DIR: reports/comparison). A
+checkpoint already in that file with the same epochs, file contents (sha256) and mode is not measured again, so a
+run that goes on adds its new checkpoints only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import tempfile
@@ -52,6 +55,10 @@ def _register_checkpoint(epochs: int, weights: Path, folder: Path) -> str:
     REGISTRY[name] = replace(get_spec(ROLES["dino"]), name=name, weights=lambda: Path(weights),
                              whitening=lambda: whitening)
     return name
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def measure_checkpoint(name: str, data: dict, quick: bool = False) -> dict:
@@ -146,10 +153,17 @@ def learning_curve(checkpoints: dict[int, Path], out_dir: Path = DEFAULT_OUT, qu
     ``out_dir/learning_curve.json`` and ``out_dir/figures/learning_curve.png``."""
     out_dir = Path(out_dir)
     headline = headline if headline is not None else json.loads((out_dir / "headline.json").read_text())
+    path = out_dir / "learning_curve.json"
+    before = json.loads(path.read_text()) if path.exists() else {}
     data = load_data(None)
-    points = {}
+    points, files = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for epochs, weights in sorted(checkpoints.items()):
+            files[epochs] = {"path": str(weights), "sha256": sha256(weights)}
+            old = before.get("checkpoints", {}).get(str(epochs))
+            if before.get("quick") == quick and isinstance(old, dict) and old.get("sha256") == files[epochs]["sha256"]:
+                points[epochs] = before["points"][str(epochs)]  # measured before: the same file, the same mode
+                continue
             name = _register_checkpoint(epochs, Path(weights), Path(tmp))
             try:
                 console.rule(f"[bold]{name}")
@@ -157,13 +171,13 @@ def learning_curve(checkpoints: dict[int, Path], out_dir: Path = DEFAULT_OUT, qu
                 console.print(points[epochs])
             finally:
                 REGISTRY.pop(name, None)
-    result = {"quick": quick, "checkpoints": {str(e): str(p) for e, p in sorted(checkpoints.items())},
-              "points": {str(e): v for e, v in points.items()},
+    result = {"quick": quick, "checkpoints": {str(e): files[e] for e in sorted(files)},
+              "points": {str(e): points[e] for e in sorted(points)},
               "extrapolated": extrapolate(points, targets_from_headline(headline)),
               "note": "the fit and everything under 'extrapolated' are extrapolations from the measured points, "
                       "not measurements"}
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "learning_curve.json").write_text(json.dumps(result, indent=1))
+    path.write_text(json.dumps(result, indent=1))
     plot(result, out_dir / "figures" / "learning_curve.png")
     return result
 

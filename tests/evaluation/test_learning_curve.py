@@ -13,6 +13,7 @@ from evaluation.learning_curve import (
     extrapolate,
     fit_log2,
     learning_curve,
+    sha256,
     targets_from_headline,
 )
 from extractors.registry import REGISTRY, get_spec
@@ -60,3 +61,9 @@ def test_one_checkpoint_quick(tmp_path):
     assert json.loads((tmp_path / "learning_curve.json").read_text())["points"]["18"] == point
     assert (tmp_path / "figures" / "learning_curve.png").stat().st_size > 1000
     assert not [n for n in REGISTRY if "@" in n]  # the checkpoint's registry entry is gone again
+    assert res["checkpoints"]["18"]["sha256"] == sha256(weights)
+    # the same file again is read back, not measured: a sentinel in the saved point comes back unchanged
+    saved = json.loads((tmp_path / "learning_curve.json").read_text())
+    saved["points"]["18"]["wall_s"] = -1.0
+    (tmp_path / "learning_curve.json").write_text(json.dumps(saved))
+    assert learning_curve({18: weights}, tmp_path, quick=True, headline=h)["points"]["18"]["wall_s"] == -1.0
