@@ -10,6 +10,8 @@ from evaluation.descriptors import CLS_GEM_WHITENED
 from evaluation.document import Doc
 from evaluation.figures import pyplot, save_figure
 from evaluation.headline import ROLES, mean_geometric_r1
+from evaluation.semantic_bias import training_compute
+from extractors.registry import REGISTRY
 
 SHORT = {ROLES["pixels"]: "pixels", "random_vit_femto_p7_fmnist": "random ViT", ROLES["dino"]: "DINO ViT",
          ROLES["supervised"]: "supervised ViT", ROLES["supervised_coarse"]: "supervised-coarse ViT",
@@ -92,6 +94,19 @@ def level_curves(nd: dict, path: Path) -> bool:
     axes.flat[0].legend(fontsize=7)
     save_figure(fig, path, dpi=110)
     return True
+
+
+def compute_section(doc: Doc, names: list[str]) -> None:
+    """The training compute of every trained extractor, side by side, from the logs beside the weights."""
+    rows = []
+    for name in names:
+        c = training_compute(name) if name in REGISTRY else None
+        if c:
+            rows.append([short(name), str(c["epochs"]), f"{c['wall_s'] / 3600:.2f}",
+                         ", ".join(f"{r['log']}: {r['epochs']} epochs" for r in c["runs"])])
+    if rows:
+        doc.h(2, "Training compute (wall time on this project's 2-core CPU machine, shared with development)")
+        doc.table(["extractor", "epochs", "wall hours", "runs"], rows)
 
 
 def learning_curve_section(doc: Doc, out_dir: Path) -> None:
@@ -200,7 +215,7 @@ def write_representations_report(results: dict[str, dict], h: dict, out_dir: Pat
     doc.table(["extractor", "20-NN", "descriptor"] + kinds,
               [[short(n), _f(v), f"`{by.get(n, {}).get('descriptor', '-')}`"]
                + [_f(by.get(n, {}).get("by_descriptor", {}).get(k)) for k in kinds]
-               for n, v in td.items() if isinstance(v, float)])
+               for n, v in td.items() if isinstance(v, float) and not n.startswith("_")])
 
     ao = results["attention_on_object"]
     doc.h(2, "Attention on the object (last block's CLS attention, Fashion-MNIST test images)")
@@ -210,6 +225,7 @@ def write_representations_report(results: dict[str, dict], h: dict, out_dir: Pat
     if (out_dir / "figures" / "attention_on_object.png").exists():
         doc.img("figures/attention_on_object.png", "attention of DINO and the supervised ViT on test garments")
 
+    compute_section(doc, list(sb))
     learning_curve_section(doc, out_dir)
     (out_dir / "representations.md").write_text(doc.markdown())
     (out_dir / "representations.html").write_text(doc.html("visual-search: representations"))

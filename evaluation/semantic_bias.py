@@ -142,6 +142,24 @@ def group_subset(labels: np.ndarray, group: str) -> np.ndarray:
     return np.flatnonzero(np.isin(np.asarray(labels), COARSE_GROUPS[group]))
 
 
+def training_compute(name: str) -> dict | None:
+    """What training cost: epochs and wall seconds summed over the runs logged beside the weights (every
+    ``log*.jsonl``: a run continued from another's backbone keeps its own log; each log's ``wall_s`` is cumulative
+    over that run's resumes). None for an extractor with no training log."""
+    weights = get_spec(name).weights()
+    logs = sorted(Path(weights).parent.glob("log*.jsonl")) if weights is not None else []
+    runs = []
+    for log in logs:
+        records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        if records:
+            runs.append({"log": log.name, "epochs": max(r["epoch"] for r in records),
+                         "wall_s": max(r["wall_s"] for r in records)})
+    if not runs:
+        return None
+    return {"epochs": sum(r["epochs"] for r in runs), "wall_s": round(sum(r["wall_s"] for r in runs), 1),
+            "runs": runs}
+
+
 def within_group_knn(db_feats, db_labels, q_feats, q_labels, groups=GROUPS, k: int = K) -> dict:
     """Fine-class weighted k-NN inside each group (database and queries both restricted to the group), and the
     mean over the groups."""

@@ -15,6 +15,7 @@ from evaluation.semantic_bias import (
     knn,
     knn_by_descriptor,
     semantic_bias,
+    training_compute,
     weights_missing,
     within_group_knn,
 )
@@ -116,3 +117,17 @@ def test_semantic_bias_quick():
     assert res["pixels"]["descriptor"] == SERVED
     again = semantic_bias(["pixels"], quick=True, data=data)["pixels"]
     assert {**again, "wall_s": 0} == {**res["pixels"], "wall_s": 0}  # deterministic
+
+
+def test_training_compute_sums_the_runs_logged_beside_the_weights(tmp_path, monkeypatch):
+    from extractors import registry
+
+    (tmp_path / "log_first.jsonl").write_text('{"epoch": 1, "wall_s": 10.0}\n{"epoch": 2, "wall_s": 25.5}\n')
+    (tmp_path / "log.jsonl").write_text('{"epoch": 1, "wall_s": 7.0}\n\n{"epoch": 3, "wall_s": 30.0}\n')
+    spec = registry.get_spec("supervised_vit_femto_p7_fmnist")
+    monkeypatch.setitem(registry.REGISTRY, "logged_vit", registry.ExtractorSpec(
+        **{**spec.__dict__, "name": "logged_vit", "weights": lambda: tmp_path / "backbone.pth"}))
+    c = training_compute("logged_vit")
+    assert (c["epochs"], c["wall_s"]) == (5, 55.5)  # 2 + 3 epochs, 25.5 + 30 s (each log's wall_s is cumulative)
+    assert sorted(r["log"] for r in c["runs"]) == ["log.jsonl", "log_first.jsonl"]
+    assert training_compute("pixels") is None and training_compute("random_vit_femto_p7_fmnist") is None
