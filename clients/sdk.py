@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,6 +241,34 @@ class DuplicateGroups:
     summary: dict | None = None
 
 
+def find_duplicates_request(model: str, min_score: float | None, min_verdict: str | None,
+                            neighbours: int) -> pb.FindDuplicatesRequest:
+    req = pb.FindDuplicatesRequest(model=model, min_verdict=verdict_to_proto(min_verdict), neighbours=neighbours)
+    if min_score is not None:
+        req.min_score = min_score
+    return req
+
+
+def duplicate_groups_from_proto(r: pb.FindDuplicatesResponse) -> DuplicateGroups | None:
+    """One streamed message; None for a kind this client does not know (a newer gateway's), which is skipped."""
+    kind = r.WhichOneof("message")
+    if kind == "progress":
+        return DuplicateGroups(progress=(r.progress.scanned, r.progress.total))
+    if kind == "group":
+        return DuplicateGroups(group=(list(r.group.ids), r.group.max_score))
+    if kind != "summary":
+        return None
+    m = r.summary
+    return DuplicateGroups(summary={"items": m.items, "pairs": m.pairs, "groups": m.groups,
+                                    "elapsed_s": m.elapsed_s, "min_score": m.min_score})
+
+
+def items_from_proto(reply: pb.GetResponse, include_vectors: bool) -> list[Item]:
+    return [Item(i.id, image=i.thumbnail or None,
+                 vector=np.asarray(i.vector.values, dtype=np.float32) if include_vectors else None,
+                 metadata={k: from_value(v) for k, v in i.metadata.items()}) for i in reply.items]
+
+
 def model_info(m: pb.ModelInfo) -> ModelInfo:
     c = m.calibration if m.HasField("calibration") else None
     calibration = None if c is None else {
@@ -352,11 +380,9 @@ class SearchClient:
     def get(self, model: str, ids: list[str], include_vectors: bool = False,
             include_thumbnails: bool = False) -> list[Item]:
         """Stored items; with ``include_thumbnails`` an item's ``image`` is its stored thumbnail (bytes, or None)."""
-        reply = self._call(self.stub.Get, pb.GetRequest(model=model, ids=ids, include_vectors=include_vectors,
-                                                        include_thumbnails=include_thumbnails))
-        return [Item(i.id, image=i.thumbnail or None,
-                     vector=np.asarray(i.vector.values, dtype=np.float32) if include_vectors else None,
-                     metadata={k: from_value(v) for k, v in i.metadata.items()}) for i in reply.items]
+        req = pb.GetRequest(model=model, ids=ids, include_vectors=include_vectors,
+                            include_thumbnails=include_thumbnails)
+        return items_from_proto(self._call(self.stub.Get, req), include_vectors)
 
     def list_models(self) -> list[ModelInfo]:
         reply = self._call(self.stub.ListModels, pb.ListModelsRequest())
@@ -370,20 +396,11 @@ class SearchClient:
                         neighbours: int = 0, timeout: float | None = 3600.0) -> Iterator[DuplicateGroups]:
         """Streams the scan's progress, every group of near-duplicates, then the summary (see DuplicateGroups).
         Default bound: the model's calibrated NEAR_DUPLICATE score."""
-        req = pb.FindDuplicatesRequest(model=model, min_verdict=verdict_to_proto(min_verdict), neighbours=neighbours)
-        if min_score is not None:
-            req.min_score = min_score
+        req = find_duplicates_request(model, min_score, min_verdict, neighbours)
         try:
             for r in self.stub.FindDuplicates(req, timeout=timeout, metadata=self.metadata):
-                kind = r.WhichOneof("message")
-                if kind == "progress":
-                    yield DuplicateGroups(progress=(r.progress.scanned, r.progress.total))
-                elif kind == "group":
-                    yield DuplicateGroups(group=(list(r.group.ids), r.group.max_score))
-                elif kind == "summary":
-                    m = r.summary
-                    yield DuplicateGroups(summary={"items": m.items, "pairs": m.pairs, "groups": m.groups,
-                                                   "elapsed_s": m.elapsed_s, "min_score": m.min_score})
+                if (g := duplicate_groups_from_proto(r)) is not None:
+                    yield g
         except grpc.RpcError as e:
             raise SearchError.from_rpc(e) from None
 
@@ -439,6 +456,23 @@ class AsyncSearchClient:
 
     async def delete(self, model: str, ids: list[str]) -> int:
         return (await self._call(self.stub.Delete, pb.DeleteRequest(model=model, ids=ids))).deleted
+
+    async def get(self, model: str, ids: list[str], include_vectors: bool = False,
+                  include_thumbnails: bool = False) -> list[Item]:
+        req = pb.GetRequest(model=model, ids=ids, include_vectors=include_vectors,
+                            include_thumbnails=include_thumbnails)
+        return items_from_proto(await self._call(self.stub.Get, req), include_vectors)
+
+    async def find_duplicates(self, model: str, min_score: float | None = None, min_verdict: str | None = None,
+                              neighbours: int = 0, timeout: float | None = 3600.0) -> AsyncIterator[DuplicateGroups]:
+        """``async for`` over what ``SearchClient.find_duplicates`` yields."""
+        req = find_duplicates_request(model, min_score, min_verdict, neighbours)
+        try:
+            async for r in self.stub.FindDuplicates(req, timeout=timeout, metadata=self.metadata):
+                if (g := duplicate_groups_from_proto(r)) is not None:
+                    yield g
+        except grpc.aio.AioRpcError as e:
+            raise SearchError(e.code().name, e.details() or "") from None
 
     async def list_models(self) -> list[ModelInfo]:
         reply = await self._call(self.stub.ListModels, pb.ListModelsRequest())
