@@ -1,4 +1,10 @@
-"""Bulk indexing through the gateway (``vsearch index``): progress, concurrency, resumable by id."""
+"""Bulk indexing through the gateway (``vsearch index``): progress, concurrency, resumable by id.
+
+Resuming skips ids already stored, which is only right while the served model is the one that stored them. When
+the weights behind a model name change (a retrained checkpoint is promoted), the stored vectors are another
+model's and a search would compare across the two. So before the first skip, a sample of the stored items is
+re-embedded and compared with what is stored; if any differs, nothing is skipped: every item is upserted again
+(upserts are idempotent by id) and the summary says how many stale vectors were replaced."""
 
 from __future__ import annotations
 
@@ -6,9 +12,24 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from clients.sdk import Item, SearchClient
+
+STALE_CHECK_ITEMS = 8  # stored items re-embedded before the first skip
+# The same model re-embeds a stored image at cosine ~1.0 (float noise); other weights land far below.
+STALE_MIN_COSINE = 0.99
+
+
+def stored_vectors_match(client: SearchClient, model: str, items: list[Item]) -> bool:
+    """Whether the served model still makes the stored vectors of ``items`` (stored ones only) from their images."""
+    stored = {i.id: np.asarray(i.vector) for i in client.get(model, [it.id for it in items], include_vectors=True)}
+    items = [it for it in items if it.id in stored]
+    if not items:
+        return True
+    now = client.embed(model, [it.image for it in items])
+    return all(float(np.dot(stored[it.id], v)) >= STALE_MIN_COSINE for it, v in zip(items, now, strict=True))
 
 
 def _dataset_items(dataset: str, limit: int) -> tuple[int, Iterator[Item]]:
@@ -51,7 +72,8 @@ def index_images(client: SearchClient, folder: Path | None, dataset: str | None,
     model = model or client.list_models()[0].name
     total, items = _folder_items(Path(folder), limit) if folder is not None else _dataset_items(str(dataset), limit)
     start = time.perf_counter()
-    skipped = 0
+    skipped = stale = 0
+    current: bool | None = None  # whether the stored vectors are the served model's (None: not checked yet)
 
     def fresh(stream: Iterator[Item]) -> Iterator[Item]:
         """Drops ids already stored (one Get per chunk), so an interrupted run picks up where it stopped."""
@@ -59,8 +81,16 @@ def index_images(client: SearchClient, folder: Path | None, dataset: str | None,
         chunk: list[Item] = []
 
         def flush():
-            nonlocal skipped
+            nonlocal skipped, stale, current
             stored = {i.id for i in client.get(model, [c.id for c in chunk])} if resume else set()
+            if stored and current is None:
+                current = stored_vectors_match(client, model, [c for c in chunk if c.id in stored][:STALE_CHECK_ITEMS])
+                if not current:
+                    progress.console.print(f"[yellow]the stored vectors of {model} were made by other weights: "
+                                           "indexing everything again[/]")
+            if current is False:
+                stale += len(stored)
+                stored = set()
             skipped += len(stored)
             progress.update(task, advance=len(stored))
             yield from (c for c in chunk if c.id not in stored)
@@ -86,6 +116,7 @@ def index_images(client: SearchClient, folder: Path | None, dataset: str | None,
                                on_batch=on_batch, duplicate_policy=duplicate_policy)
     seconds = time.perf_counter() - start
     return {"model": model, "total": total, "indexed": result.upserted, "skipped_existing": skipped,
+            "stale_vectors_replaced": stale,
             "errors": len(result.errors), "first_errors": result.errors[:5], "seconds": round(seconds, 1),
             "duplicates": len(result.duplicates), "skipped_duplicates": result.skipped,
             "images_per_s": round(result.upserted / max(seconds, 1e-9), 1)}

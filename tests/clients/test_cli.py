@@ -24,6 +24,31 @@ def test_index_is_resumable_and_models_counts_it(gateway):
     assert models.exit_code == 0 and VIT_MODEL in models.output
 
 
+def test_resuming_over_another_models_vectors_indexes_again(gateway):
+    """A checkpoint promoted under the same model name: the stored vectors are other weights'. Storing vectors
+    by hand for the same ids is that situation through the public API (Upsert with vectors)."""
+    import numpy as np
+
+    from clients.sdk import Item, SearchClient
+
+    args = ["index", "--dataset", "fashion-mnist", "--limit", "40", "--model", VIT_MODEL, "--address", gateway.address]
+    assert runner.invoke(app, args).exit_code == 0
+    with SearchClient(gateway.address) as client:
+        dim = next(m.dim for m in client.list_models() if m.name == VIT_MODEL)
+        ids = [i.id for i in client.get(VIT_MODEL, [f"fmnist-train-{k:05d}" for k in range(40)])]
+        assert len(ids) == 40
+        other = np.random.default_rng(0).standard_normal((40, dim)).astype(np.float32)
+        other /= np.linalg.norm(other, axis=1, keepdims=True)
+        assert client.upsert([Item(i, vector=v) for i, v in zip(ids, other, strict=True)], VIT_MODEL).upserted == 40
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "other weights" in again.output
+    assert "'stale_vectors_replaced': 40" in again.output and "'indexed': 40" in again.output
+    assert "'skipped_existing': 0" in again.output
+    resumed = runner.invoke(app, args)  # now the stored vectors are the served model's: skipped again
+    assert "'skipped_existing': 40" in resumed.output and "'stale_vectors_replaced': 0" in resumed.output
+
+
 def test_search_prints_hits_and_writes_a_grid(gateway, tmp_path):
     gateway.index_fashion_mnist(30)
     query = tmp_path / "query.png"
