@@ -23,12 +23,17 @@ eigenvalues are floored (relative to the largest) so that noise directions are n
 
 from __future__ import annotations
 
+import time
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+from rich.progress import Progress
 from torch import nn
 
-from extractors.descriptors import GEM_P, gem
-from extractors.registry import get_spec, load_network
+from extractors.descriptors import GEM_P, PCAWhitening, gem
+from extractors.imaging import array_to_model_input
+from extractors.registry import get_spec, load_extractor, load_network
 
 CLS = "cls"
 CLS_GEM = "cls_gem4"
@@ -64,3 +69,45 @@ class ViTDescriptors(nn.Module):
         cls = F.normalize(tokens[:, 0], dim=-1, eps=1e-12)
         pooled = F.normalize(gem(tokens[:, 1:], self.p), dim=-1, eps=1e-12)
         return {CLS: cls, CLS_GEM: F.normalize(torch.cat([cls, pooled], dim=1), dim=-1, eps=1e-12)}
+
+
+class DescriptorEmbedder:
+    """Embeds lists of uint8 images for one extractor (the gateway's resize): ``{descriptor: unit-norm [N, D]}``.
+
+    A ViT gives ``cls`` and ``cls_gem4`` from one forward pass (whitening is applied by the caller, or by
+    ``with_served_whitening``); anything else gives its served embedding under ``served``."""
+
+    SLOW_INPUT_SIDE = 64  # a larger input (EfficientNet at 224 px) is embedded in small batches
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        spec = get_spec(name)
+        self.vit = ViTDescriptors(name) if spec.family == "vit" else None
+        self.model = None if self.vit is not None else load_extractor(name)
+        self.batch_size = 32 if spec.input_size > self.SLOW_INPUT_SIDE else 500
+        self.seconds = 0.0
+        self.count = 0
+
+    @torch.no_grad()
+    def embed(self, images, size: int, progress: Progress | None = None, label: str = "") -> dict[str, torch.Tensor]:
+        task = progress.add_task(label or self.name, total=len(images)) if progress else None
+        chunks: dict[str, list[torch.Tensor]] = {}
+        t0 = time.perf_counter()
+        for i in range(0, len(images), self.batch_size):
+            batch = images[i:i + self.batch_size]
+            x = torch.from_numpy(np.stack([array_to_model_input(im, size) for im in batch]))
+            out = self.vit(x) if self.vit is not None else {SERVED: self.model(x)}
+            for key, value in out.items():
+                chunks.setdefault(key, []).append(value)
+            if progress:
+                progress.advance(task, len(x))
+        self.seconds += time.perf_counter() - t0
+        self.count += len(images)
+        return {key: torch.cat(parts) for key, parts in chunks.items()}
+
+    def with_served_whitening(self, embedded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``embedded`` plus ``cls_gem4_whitened`` with the whitening the extractor serves, when one is fitted."""
+        spec = get_spec(self.name)
+        if CLS_GEM not in embedded or spec.whitening is None or not spec.whitening().exists():
+            return embedded
+        return {**embedded, CLS_GEM_WHITENED: PCAWhitening.load(spec.whitening()).transform(embedded[CLS_GEM])}

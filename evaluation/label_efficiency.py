@@ -64,12 +64,13 @@ def classifier_accuracy(name: str, images: np.ndarray, labels: np.ndarray, batch
     return float((torch.cat(preds).numpy() == np.asarray(labels)).mean())
 
 
-def label_efficiency(quick: bool = False, ns=NS, features: str = FEATURES, trained: str = TRAINED,
+def label_efficiency(quick: bool = False, ns=NS, features: str = FEATURES, trained: str | None = TRAINED,
                      references: tuple[str, ...] = (PIXELS,), data: dict | None = None) -> dict:
     """``{"1": {"dino_features", "trained_on_these_labels", "<side>_descriptor", "<side>_by_descriptor",
     "trained_classifier", "pixels", "n_db", "k", "n_queries", "trained_model"}, "10": {...}, "100": {...}}``.
     ``features`` is the frozen extractor (DINO),
-    ``trained`` the name template of the networks trained on the n-per-class labels (``{n}`` is filled in).
+    ``trained`` the name template of the networks trained on the n-per-class labels (``{n}`` is filled in; None:
+    the frozen features only).
     ``quick``: the first 1,000 test images as queries."""
     data = load_data(data)
     train, test = data["train"], data["test"]
@@ -90,16 +91,19 @@ def label_efficiency(quick: bool = False, ns=NS, features: str = FEATURES, train
     for n in ns:
         t0 = time.perf_counter()
         db_idx = labelled_database(train.labels, n)
-        trained_name = trained.format(n=n)
         row: dict = {"n_db": len(db_idx), "k": min(20, len(db_idx)), "n_queries": len(q_idx)}
-        for side, name in (("dino_features", features), ("trained_on_these_labels", trained_name)):
+        sides = {"dino_features": features}
+        if trained is not None:
+            sides["trained_on_these_labels"] = trained.format(n=n)
+        for side, name in sides.items():
             r = knn_with(name, db_idx)
             row[side] = r if "skipped" in r else r["accuracy"]
             if "skipped" not in r:
                 row[f"{side}_descriptor"], row[f"{side}_by_descriptor"] = r["descriptor"], r["by_descriptor"]
-        if not weights_missing(trained_name):
-            row["trained_classifier"] = classifier_accuracy(trained_name, q_images, q_y)
-            row["trained_model"] = {"name": trained_name, **weights_info(trained_name)}
+        if trained is not None and not weights_missing(sides["trained_on_these_labels"]):
+            row["trained_classifier"] = classifier_accuracy(sides["trained_on_these_labels"], q_images, q_y)
+            row["trained_model"] = {"name": sides["trained_on_these_labels"],
+                                    **weights_info(sides["trained_on_these_labels"])}
         for ref in references:
             r = knn_with(ref, db_idx)
             row[ref] = r if "skipped" in r else r["accuracy"]

@@ -35,7 +35,7 @@ from rich.console import Console
 
 from evaluation.descriptors import CLS_GEM_WHITENED
 from evaluation.figures import pyplot, save_figure
-from evaluation.headline import ROLES, mean_geometric_r1
+from evaluation.headline import ROLES, dino_thresholds
 from evaluation.label_efficiency import label_efficiency
 from evaluation.names import DEFAULT_OUT
 from evaluation.near_duplicates import graded_near_duplicates
@@ -68,7 +68,7 @@ def measure_checkpoint(name: str, data: dict, quick: bool = False) -> dict:
     sb = semantic_bias([name], quick=quick, data=data)[name]
     nd = graded_near_duplicates([name], quick=quick, descriptor=CLS_GEM_WHITENED, compare_descriptors=False,
                                 photos=False, levels=geometric_level_names())
-    le = label_efficiency(quick=quick, ns=(10,), features=name, references=(), data=data)["10"]
+    le = label_efficiency(quick=quick, ns=(10,), features=name, trained=None, references=(), data=data)["10"]
     return {"knn20": sb["knn20"], "within_group_knn20": sb["within_group_knn20"]["mean"],
             "geometric_mean_r_at_1": nd["fashion_mnist"]["results"][name]["geometric_mean_r_at_1"],
             "label_efficiency_10": le["dino_features"], "wall_s": round(time.perf_counter() - t0, 1)}
@@ -94,18 +94,8 @@ def epochs_to_reach(fit: tuple[float, float] | None, target: float) -> float | N
 
 
 def targets_from_headline(headline: dict) -> dict[str, float]:
-    """Each metric's target on the committed comparison (the other side's figure plus the issue's margin)."""
-    r = headline["roles"]
-    out = {"knn20": 0.86}
-    if r["supervised_coarse"] in headline["within_group_knn20"]:
-        out["within_group_knn20"] = headline["within_group_knn20"][r["supervised_coarse"]] + 0.05
-    sup = mean_geometric_r1(headline, r["supervised"])
-    if sup is not None:
-        out["geometric_mean_r_at_1"] = sup + 0.15
-    ten = headline["label_efficiency_knn20"].get("10", {})
-    if "trained_on_these_labels" in ten:
-        out["label_efficiency_10"] = ten["trained_on_these_labels"] + 0.10
-    return out
+    """Each metric's target on the committed comparison (``evaluation.headline.dino_thresholds``), where measured."""
+    return {m: v for m, v in dino_thresholds(headline).items() if v is not None}
 
 
 def extrapolate(points: dict[int, dict], targets: dict[str, float]) -> dict:

@@ -56,7 +56,7 @@ from evaluation.descriptors import (
     DESCRIPTOR_DESCRIPTIONS,
     DESCRIPTORS,
     SERVED,
-    ViTDescriptors,
+    DescriptorEmbedder,
 )
 from evaluation.metrics import copy_detection_metrics
 from evaluation.semantic_bias import weights_missing
@@ -72,8 +72,7 @@ from extractors.copies import (
 )
 from extractors.datasets import load_fashion_mnist, load_photos
 from extractors.descriptors import PCAWhitening
-from extractors.imaging import array_to_model_input
-from extractors.registry import PIXELS, get_spec, load_extractor
+from extractors.registry import PIXELS, get_spec
 
 console = Console()
 DEFAULT_EXTRACTORS = [PIXELS, "random_vit_femto_p7_fmnist", "dino_vit_femto_p7_fmnist",
@@ -83,7 +82,6 @@ SEARCH_K = 100  # ranks searched on Fashion-MNIST: a target further down counts 
 N_WHITEN = 20_000  # training images the PCA whitening is learned on
 QUICK_QUERIES = 100
 QUICK_DB = (4000, 1000)  # (train, test) rows of the quick database
-SLOW_INPUT_SIDE = 64  # extractors with a larger input are too slow for the 70k Fashion-MNIST set on CPU
 
 
 def _progress() -> Progress:
@@ -102,39 +100,6 @@ def edited_queries(images, sources, levels: list[EditLevel], seed: int) -> dict[
         out[level.name] = [np.asarray(apply_edit(pil, level, level_rng(seed, int(i), level)))
                            for i, pil in zip(sources, pils, strict=True)]
     return out
-
-
-class _Extractor:
-    """Embeds lists of uint8 images for one extractor: {descriptor: unit-norm [N, D]}.
-
-    A ViT measured with descriptors returns ``cls`` and ``cls_gem4`` (whitening is applied by the caller, once it
-    has been learned); anything else returns its served embedding under ``served``."""
-
-    def __init__(self, name: str, descriptors: bool = True) -> None:
-        self.name = name
-        spec = get_spec(name)
-        self.vit = ViTDescriptors(name) if descriptors and spec.family == "vit" else None
-        self.model = None if self.vit is not None else load_extractor(name)
-        self.batch_size = 32 if spec.input_size > SLOW_INPUT_SIDE else 500
-        self.seconds = 0.0
-        self.count = 0
-
-    @torch.no_grad()
-    def embed(self, images, size: int, progress: Progress | None = None, label: str = "") -> dict[str, torch.Tensor]:
-        task = progress.add_task(label or self.name, total=len(images)) if progress else None
-        chunks: dict[str, list[torch.Tensor]] = {}
-        t0 = time.perf_counter()
-        for i in range(0, len(images), self.batch_size):
-            batch = images[i:i + self.batch_size]
-            x = torch.from_numpy(np.stack([array_to_model_input(im, size) for im in batch]))
-            out = self.vit(x) if self.vit is not None else {SERVED: self.model(x)}
-            for key, value in out.items():
-                chunks.setdefault(key, []).append(value)
-            if progress:
-                progress.advance(task, len(x))
-        self.seconds += time.perf_counter() - t0
-        self.count += len(images)
-        return {key: torch.cat(parts) for key, parts in chunks.items()}
 
 
 def _level_metrics(queries: torch.Tensor, targets: np.ndarray, db: torch.Tensor, k: int) -> dict:
@@ -158,7 +123,7 @@ def _run_set(set_name: str, names: list[str], db_images, queries: dict[str, list
     compared: dict = {}
     for name in names:
         compare = name in descriptor_names
-        ext = _Extractor(name, descriptors=True)  # a ViT: one pass gives every descriptor
+        ext = DescriptorEmbedder(name)  # a ViT: one pass gives every descriptor
         size = size_of(name)
         t0 = time.perf_counter()
         with _progress() as progress:
@@ -269,7 +234,7 @@ def graded_near_duplicates(extractors: list[str] | None = None, n_queries: int =
                                                                   replace=False))
     fm_names = []
     for n in available:
-        if get_spec(n).input_size > SLOW_INPUT_SIDE:
+        if get_spec(n).input_size > DescriptorEmbedder.SLOW_INPUT_SIDE:
             skipped["fashion_mnist"][n] = (f"{get_spec(n).input_size} px input: ~90 ms per image on one CPU thread, "
                                            "the 70k database and the queries would take hours; measured on the "
                                            "photo set only")

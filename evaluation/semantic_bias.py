@@ -22,19 +22,17 @@ rule for every extractor on both sides of a comparison.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from evaluation.descriptors import CLS_GEM, CLS_GEM_WHITENED, SERVED, ViTDescriptors
-from evaluation.protocol import Embedder, to_square_uint8
+from evaluation.descriptors import DescriptorEmbedder
 from extractors.datasets import COARSE_GROUPS, COARSE_OF_CLASS, load_fashion_mnist
-from extractors.descriptors import PCAWhitening
 from extractors.knn import knn_accuracy
 from extractors.registry import PIXELS, get_spec
+from extractors.training import MetricsLog
 
 DEFAULT_EXTRACTORS = [PIXELS, "dino_vit_femto_p7_fmnist", "supervised_vit_femto_p7_fmnist",
                       "supervised_coarse_vit_femto_p7_fmnist", "random_vit_femto_p7_fmnist"]
@@ -80,12 +78,10 @@ def weights_info(name: str) -> dict:
     path = Path(path)
     info: dict = {"weights": str(path), "modified": time.strftime("%Y-%m-%dT%H:%M:%S",
                                                                   time.localtime(path.stat().st_mtime))}
-    log = path.parent / "log.jsonl"
-    if log.exists():
-        epochs = [json.loads(line).get("epoch") for line in log.read_text().splitlines() if line.strip()]
-        epochs = [e for e in epochs if isinstance(e, int | float)]
-        if epochs:
-            info["log_last_epoch"] = max(epochs)
+    epochs = [r.get("epoch") for r in MetricsLog(path.parent / "log.jsonl").read()]
+    epochs = [e for e in epochs if isinstance(e, int | float)]
+    if epochs:
+        info["log_last_epoch"] = max(epochs)
     return info
 
 
@@ -95,28 +91,17 @@ def knn(db_feats, db_labels, q_feats, q_labels, k: int = K) -> float:
     return knn_accuracy(db_feats, db_labels, q_feats, q_labels, k=k)
 
 
-@torch.no_grad()
-def descriptor_embeddings(name: str, images, batch_size: int = 1000) -> dict[str, torch.Tensor]:
+def descriptor_embeddings(name: str, images) -> dict[str, torch.Tensor]:
     """``{descriptor: unit-norm [N, D]}`` of uint8 images (the gateway's resize): a ViT gives ``cls`` and
     ``cls_gem4``, plus ``cls_gem4_whitened`` with the whitening it serves when one is fitted; any other extractor
     gives its one embedding under ``served``."""
-    spec = get_spec(name)
-    if spec.family != "vit":
-        return {SERVED: Embedder(name).embed(images)}
-    vit = ViTDescriptors(name)
-    parts: dict[str, list[torch.Tensor]] = {}
-    for i in range(0, len(images), batch_size):
-        for key, value in vit(to_square_uint8(images[i:i + batch_size], spec.input_size)).items():
-            parts.setdefault(key, []).append(value)
-    out = {key: torch.cat(v) for key, v in parts.items()}
-    if spec.whitening is not None and spec.whitening().exists():
-        out[CLS_GEM_WHITENED] = PCAWhitening.load(spec.whitening()).transform(out[CLS_GEM])
-    return out
+    emb = DescriptorEmbedder(name)
+    return emb.with_served_whitening(emb.embed(images, get_spec(name).input_size))
 
 
 def best_descriptor(scores: dict[str, float]) -> str:
-    """The descriptor with the highest score (the first of equals, in the order measured)."""
-    return max(scores, key=lambda d: (scores[d], -list(scores).index(d)))
+    """The descriptor with the highest score (``max`` keeps the first of equals, in the order measured)."""
+    return max(scores, key=scores.__getitem__)
 
 
 def knn_by_descriptor(db: dict[str, torch.Tensor], db_labels, queries: dict[str, torch.Tensor], q_labels,
@@ -150,7 +135,7 @@ def training_compute(name: str) -> dict | None:
     logs = sorted(Path(weights).parent.glob("log*.jsonl")) if weights is not None else []
     runs = []
     for log in logs:
-        records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        records = MetricsLog(log).read()
         if records:
             runs.append({"log": log.name, "epochs": max(r["epoch"] for r in records),
                          "wall_s": max(r["wall_s"] for r in records)})
@@ -190,13 +175,14 @@ def semantic_bias(extractors: list[str] | None = None, quick: bool = False, k: i
         db_all = descriptor_embeddings(name, train.images[db_idx])
         q_all = descriptor_embeddings(name, test.images[q_idx])
         fine = knn_by_descriptor(db_all, db_y, q_all, q_y, k)
-        db, qs = db_all[fine["descriptor"]], q_all[fine["descriptor"]]  # the other numbers use the same one
+        within = {d: within_group_knn(db_all[d], db_y, q_all[d], q_y, k=k) for d in fine["by_descriptor"]}
+        best = fine["descriptor"]  # the coarse and within-group numbers use the same one
         out[name] = {
-            "knn20": fine["accuracy"], "descriptor": fine["descriptor"],
-            "coarse_knn20": knn(db, COARSE_OF_CLASS[db_y], qs, COARSE_OF_CLASS[q_y], k),
-            "within_group_knn20": within_group_knn(db, db_y, qs, q_y, k=k),
-            "by_descriptor": {d: {"knn20": acc, "within_group_knn20": within_group_knn(
-                db_all[d], db_y, q_all[d], q_y, k=k)["mean"]} for d, acc in fine["by_descriptor"].items()},
+            "knn20": fine["accuracy"], "descriptor": best,
+            "coarse_knn20": knn(db_all[best], COARSE_OF_CLASS[db_y], q_all[best], COARSE_OF_CLASS[q_y], k),
+            "within_group_knn20": within[best],
+            "by_descriptor": {d: {"knn20": acc, "within_group_knn20": within[d]["mean"]}
+                              for d, acc in fine["by_descriptor"].items()},
             "n_db": len(db_idx), "n_queries": len(q_idx), **weights_info(name),
             "wall_s": round(time.perf_counter() - t0, 1),
         }

@@ -15,6 +15,7 @@ class ModelDescription:
     input_size: int
     # Regions of the served graph's patch_contributions output (16 for a 4x4 ViT, 49 for 7x7 CNN cells); 0: none.
     regions: int = 0
+    max_batch_size: int = 0  # the most images one request may carry (Triton's max_batch_size); 0: no limit
 
 
 class EmbedderUnavailable(RuntimeError):

@@ -57,9 +57,17 @@ class TritonEmbedder:
         return embedding, contributions
 
     async def _infer(self, model: str, pixels: np.ndarray, names: list[str]) -> list[np.ndarray]:
-        """Asks Triton for ``names`` only: the served graph computes no output nobody asked for."""
+        """Asks Triton for ``names`` only (the served graph computes no output nobody asked for), in requests of at
+        most the model's ``max_batch_size`` images: Triton refuses a larger one."""
         if pixels.dtype != np.uint8 or pixels.ndim != 4:
             raise EmbedderError(f"pixels must be uint8 [B, 3, S, S], got {pixels.dtype} {pixels.shape}")
+        step = (await self.describe(model)).max_batch_size or len(pixels)
+        if len(pixels) <= step:
+            return await self._infer_once(model, pixels, names)
+        parts = [await self._infer_once(model, pixels[i:i + step], names) for i in range(0, len(pixels), step)]
+        return [np.concatenate(outputs) for outputs in zip(*parts, strict=True)]
+
+    async def _infer_once(self, model: str, pixels: np.ndarray, names: list[str]) -> list[np.ndarray]:
         inp = grpcclient.InferInput(INPUT_NAME, list(pixels.shape), "UINT8")
         inp.set_data_from_numpy(np.ascontiguousarray(pixels))
         out = [grpcclient.InferRequestedOutput(n) for n in names]
@@ -80,7 +88,8 @@ class TritonEmbedder:
             out = next(o for o in cfg["output"] if o["name"] == EMBEDDING_OUTPUT)
             parts = next((o for o in cfg["output"] if o["name"] == PATCH_CONTRIBUTIONS_OUTPUT), None)
             regions = int(parts["dims"][0]) if parts is not None else 0
-            self._descriptions[model] = ModelDescription(model, int(out["dims"][0]), dims[-1], regions)
+            self._descriptions[model] = ModelDescription(model, int(out["dims"][0]), dims[-1], regions,
+                                                         int(cfg.get("max_batch_size", 0)))
         return self._descriptions[model]
 
     async def models(self) -> list[ModelDescription]:

@@ -69,3 +69,27 @@ def test_bad_input_is_an_error_not_a_hang(triton, bad):
             infer(triton.grpc_url, VIT_MODEL, real_images(224, 2)[:, :, :, :100], timeout=10)
         else:
             infer(triton.grpc_url, "no_such_model", pixels, timeout=10)
+
+
+def test_the_embedder_splits_a_request_larger_than_the_models_batch_limit(triton):
+    """An explained search embeds the query and up to max_explain_top_k (100) hits at once: more than Triton's
+    max_batch_size (64), which Triton refuses in one request."""
+    import asyncio
+
+    from server.embedder.triton import TritonEmbedder
+
+    async def main():
+        embedder = TritonEmbedder([triton.grpc_url])
+        try:
+            limit = (await embedder.describe(VIT_MODEL)).max_batch_size
+            pixels = np.concatenate([real_images(28, 8)] * ((limit + 8) // 8 + 1))[: limit + 7]
+            embeddings, contributions = await embedder.embed_with_contributions(VIT_MODEL, pixels)
+            return limit, pixels, embeddings, contributions, await embedder.embed(VIT_MODEL, pixels[:8])
+        finally:
+            await embedder.close()
+
+    limit, pixels, embeddings, contributions, first = asyncio.run(main())
+    assert limit == 64 and len(pixels) == limit + 7
+    assert embeddings.shape == (len(pixels), get_spec(VIT_MODEL).dim) and len(contributions) == len(pixels)
+    # the images repeat every 8: those past the limit (a second request) embed as the first ones did
+    assert compare(first, embeddings[:8])[0] >= 0.9999 and compare(first[:7], embeddings[64:71])[0] >= 0.9999
