@@ -196,8 +196,11 @@ def up_cmd(milvus_uri: str = typer.Option(None, help="use this Milvus instead of
     console.print("stopped")
 
 
+_ADDRESS = typer.Option("127.0.0.1:50051", envvar="VSEARCH_ADDRESS", help="gateway host:port")
+
+
 @app.command("web")
-def web_cmd(address: str = typer.Option("127.0.0.1:50051", envvar="VSEARCH_ADDRESS", help="gateway host:port"),
+def web_cmd(address: str = _ADDRESS,
             host: str = typer.Option("127.0.0.1", help="address the page listens on (0.0.0.0 in a container)"),
             port: int = typer.Option(None, help="web page port (default: settings.web_port)")) -> None:
     """Serve only the web page (clients/web), as a client of a gateway that runs elsewhere (`vsearch up` starts both
@@ -229,7 +232,6 @@ def _fail(e: Exception) -> None:
     raise e
 
 
-_ADDRESS = typer.Option("127.0.0.1:50051", envvar="VSEARCH_ADDRESS", help="gateway host:port")
 _TOKEN = typer.Option(None, envvar="VSEARCH_TOKEN", help="bearer token for mutating calls")
 
 

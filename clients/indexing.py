@@ -22,14 +22,12 @@ STALE_CHECK_ITEMS = 8  # stored items re-embedded before the first skip
 STALE_MIN_COSINE = 0.99
 
 
-def stored_vectors_match(client: SearchClient, model: str, items: list[Item]) -> bool:
-    """Whether the served model still makes the stored vectors of ``items`` (stored ones only) from their images."""
-    stored = {i.id: np.asarray(i.vector) for i in client.get(model, [it.id for it in items], include_vectors=True)}
-    items = [it for it in items if it.id in stored]
-    if not items:
+def stored_vectors_match(client: SearchClient, model: str, stored: list[Item], images: dict[str, object]) -> bool:
+    """Whether the served model still makes the ``stored`` items' vectors (read with them) from their images."""
+    if not stored:
         return True
-    now = client.embed(model, [it.image for it in items])
-    return all(float(np.dot(stored[it.id], v)) >= STALE_MIN_COSINE for it, v in zip(items, now, strict=True))
+    now = client.embed(model, [images[it.id] for it in stored])
+    return all(float(np.dot(np.asarray(it.vector), v)) >= STALE_MIN_COSINE for it, v in zip(stored, now, strict=True))
 
 
 def _dataset_items(dataset: str, limit: int) -> tuple[int, Iterator[Item]]:
@@ -82,9 +80,11 @@ def index_images(client: SearchClient, folder: Path | None, dataset: str | None,
 
         def flush():
             nonlocal skipped, stale, current
-            stored = {i.id for i in client.get(model, [c.id for c in chunk])} if resume else set()
-            if stored and current is None:
-                current = stored_vectors_match(client, model, [c for c in chunk if c.id in stored][:STALE_CHECK_ITEMS])
+            # The first chunk that holds stored items is read with their vectors, for the check below.
+            found = client.get(model, [c.id for c in chunk], include_vectors=current is None) if resume else []
+            stored = {i.id for i in found}
+            if found and current is None:
+                current = stored_vectors_match(client, model, found[:STALE_CHECK_ITEMS], {c.id: c.image for c in chunk})
                 if not current:
                     progress.console.print(f"[yellow]the stored vectors of {model} were made by other weights: "
                                            "indexing everything again[/]")

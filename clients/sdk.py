@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import io
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -153,10 +154,13 @@ def from_value(v: pb.Value):
 
 
 def filters_to_proto(filters: dict | None) -> list[pb.FilterClause]:
-    """``{"label": 3}`` is equality; ``{"label": ("in", [1, 2]), "price": ("<", 10)}`` any other operator."""
+    """``{"label": 3}`` is equality; ``{"label": ("in", [1, 2]), "price": ("<", 10)}`` any other operator. From
+    JSON, where there are no tuples, a two-item list whose first item is an operator is read the same way
+    (``["in", [1, 2]]``); any other list is a value compared for equality."""
     out = []
     for name, spec in (filters or {}).items():
-        op, value = spec if isinstance(spec, tuple) else ("==", spec)
+        json_op = isinstance(spec, list) and len(spec) == 2 and isinstance(spec[0], str) and spec[0] in OPS
+        op, value = spec if isinstance(spec, tuple) or json_op else ("==", spec)
         if op not in OPS:
             raise ValueError(f"unknown filter operator {op!r}; use one of {', '.join(OPS)}")
         out.append(pb.FilterClause(field=name, op=OPS[op], value=to_value(value)))
@@ -263,6 +267,10 @@ def duplicate_groups_from_proto(r: pb.FindDuplicatesResponse) -> DuplicateGroups
                                     "elapsed_s": m.elapsed_s, "min_score": m.min_score})
 
 
+def get_request(model: str, ids: list[str], include_vectors: bool, include_thumbnails: bool) -> pb.GetRequest:
+    return pb.GetRequest(model=model, ids=ids, include_vectors=include_vectors, include_thumbnails=include_thumbnails)
+
+
 def items_from_proto(reply: pb.GetResponse, include_vectors: bool) -> list[Item]:
     return [Item(i.id, image=i.thumbnail or None,
                  vector=np.asarray(i.vector.values, dtype=np.float32) if include_vectors else None,
@@ -299,6 +307,10 @@ def upsert_requests(items: Iterable[Item], model: str, duplicate_policy: str = "
         yield req
 
 
+def _auth_metadata(token: str | None) -> list[tuple[str, str]] | None:
+    return [("authorization", f"Bearer {token}")] if token else None
+
+
 def _channel_options() -> list:
     return [("grpc.max_send_message_length", 64 * 1024 * 1024),
             ("grpc.max_receive_message_length", 64 * 1024 * 1024)]
@@ -317,9 +329,16 @@ class SearchClient:
         else:
             self.channel = grpc.insecure_channel(address, options=_channel_options())
         self.stub = search_pb2_grpc.SearchServiceStub(self.channel)
-        self.metadata = [("authorization", f"Bearer {token}")] if token else None
+        self.metadata = _auth_metadata(token)
         self.timeout = timeout
         self.retry = RetryPolicy(retries, retry_max_s, backoff_s)
+
+    def with_token(self, token: str | None) -> SearchClient:
+        """The same client (one channel, shared) calling with another bearer token: for a server that calls the
+        gateway on behalf of many users. Close only the original."""
+        other = copy.copy(self)
+        other.metadata = _auth_metadata(token)
+        return other
 
     def _call(self, method, request, retry: bool = True):
         t0 = time.monotonic()
@@ -380,9 +399,8 @@ class SearchClient:
     def get(self, model: str, ids: list[str], include_vectors: bool = False,
             include_thumbnails: bool = False) -> list[Item]:
         """Stored items; with ``include_thumbnails`` an item's ``image`` is its stored thumbnail (bytes, or None)."""
-        req = pb.GetRequest(model=model, ids=ids, include_vectors=include_vectors,
-                            include_thumbnails=include_thumbnails)
-        return items_from_proto(self._call(self.stub.Get, req), include_vectors)
+        return items_from_proto(self._call(self.stub.Get, get_request(model, ids, include_vectors, include_thumbnails)),
+                                include_vectors)
 
     def list_models(self) -> list[ModelInfo]:
         reply = self._call(self.stub.ListModels, pb.ListModelsRequest())
@@ -421,7 +439,7 @@ class AsyncSearchClient:
                  retries: int = 3, retry_max_s: float = 10.0, backoff_s: float = 0.05) -> None:
         self.channel = grpc.aio.insecure_channel(address, options=_channel_options())
         self.stub = search_pb2_grpc.SearchServiceStub(self.channel)
-        self.metadata = [("authorization", f"Bearer {token}")] if token else None
+        self.metadata = _auth_metadata(token)
         self.timeout = timeout
         self.retry = RetryPolicy(retries, retry_max_s, backoff_s)
 
@@ -435,7 +453,7 @@ class AsyncSearchClient:
             except grpc.aio.AioRpcError as e:
                 wait = self.retry.delay_s(e.code(), e.trailing_metadata(), attempt, time.monotonic() - t0)
                 if not retry or wait is None:
-                    raise SearchError(e.code().name, e.details() or "") from None
+                    raise SearchError.from_rpc(e) from None
                 await asyncio.sleep(wait)
                 attempt += 1
 
@@ -459,9 +477,8 @@ class AsyncSearchClient:
 
     async def get(self, model: str, ids: list[str], include_vectors: bool = False,
                   include_thumbnails: bool = False) -> list[Item]:
-        req = pb.GetRequest(model=model, ids=ids, include_vectors=include_vectors,
-                            include_thumbnails=include_thumbnails)
-        return items_from_proto(await self._call(self.stub.Get, req), include_vectors)
+        reply = await self._call(self.stub.Get, get_request(model, ids, include_vectors, include_thumbnails))
+        return items_from_proto(reply, include_vectors)
 
     async def find_duplicates(self, model: str, min_score: float | None = None, min_verdict: str | None = None,
                               neighbours: int = 0, timeout: float | None = 3600.0) -> AsyncIterator[DuplicateGroups]:
@@ -472,7 +489,7 @@ class AsyncSearchClient:
                 if (g := duplicate_groups_from_proto(r)) is not None:
                     yield g
         except grpc.aio.AioRpcError as e:
-            raise SearchError(e.code().name, e.details() or "") from None
+            raise SearchError.from_rpc(e) from None
 
     async def list_models(self) -> list[ModelInfo]:
         reply = await self._call(self.stub.ListModels, pb.ListModelsRequest())

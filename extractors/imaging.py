@@ -11,10 +11,15 @@ from PIL import Image, ImageOps
 EXIF_ORIENTATION = 0x0112
 
 
+def exif_turns(im: Image.Image) -> bool:
+    """Whether the image's EXIF orientation asks for a turn or flip (read from the header, nothing decoded)."""
+    return im.getexif().get(EXIF_ORIENTATION, 1) != 1
+
+
 def to_rgb(im: Image.Image) -> Image.Image:
     """EXIF orientation applied, then RGB. 16/32-bit grey is rescaled (``convert`` would clip it to white),
     transparency is composited on white (a transparent background is not black to a viewer)."""
-    if im.getexif().get(EXIF_ORIENTATION, 1) != 1:  # exif_transpose copies even an image it does not turn
+    if exif_turns(im):  # exif_transpose copies even an image it does not turn
         im = ImageOps.exif_transpose(im)
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(im, dtype=np.float64)

@@ -56,21 +56,26 @@ class DecodeAdmission:
         """The image as model input, its thumbnail (b"" when ``thumbnail_px`` is 0; ``imaging.decode``) and the
         milliseconds it waited for the budget. ``deadline``: time.monotonic() by which the call must be answered
         (None: no deadline)."""
-        cost = decode_cost(im, size, region, thumbnail_px)
+        cost = decode_cost(im, size, region, thumbnail_px)  # also sets a JPEG's reduced decode size, read below
         if im.width * im.height <= self.inline_max_pixels:
             return *decode(im, size, region, thumbnail_px), 0.0  # the small lane: a thread hop costs more
         cost = min(cost, self.budget)
         t0 = time.monotonic()
         await self._acquire(cost, deadline)  # raises Overloaded (hinted RESOURCE_EXHAUSTED) past the deadline
         waited_ms = (time.monotonic() - t0) * 1e3
-        try:
-            t1 = time.monotonic()
-            pixels, thumbnail = await asyncio.get_running_loop().run_in_executor(
-                self._pool, decode, im, size, region, thumbnail_px)
-            self._decode_ms += EWMA_WEIGHT * ((time.monotonic() - t1) * 1e3 - self._decode_ms)
-            return pixels, thumbnail, waited_ms
-        finally:
-            self._release(cost)
+        loop = asyncio.get_running_loop()
+        t1 = time.monotonic()
+        job = self._pool.submit(decode, im, size, region, thumbnail_px)
+        # The budget comes back when the thread is done with the image, not when the caller stops waiting: a call
+        # cancelled at its deadline leaves its decode running, holding its memory, until that finishes.
+        job.add_done_callback(lambda _: self._release_from_thread(loop, cost))
+        pixels, thumbnail = await asyncio.wrap_future(job)
+        self._decode_ms += EWMA_WEIGHT * ((time.monotonic() - t1) * 1e3 - self._decode_ms)
+        return pixels, thumbnail, waited_ms
+
+    def _release_from_thread(self, loop: asyncio.AbstractEventLoop, cost: int) -> None:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(self._release, cost)
 
     def _expected_wait_s(self, cost: int) -> float:
         """About how long a decode of ``cost`` bytes submitted now waits: the budget's worth of decodes running and

@@ -12,8 +12,8 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from extractors.imaging import exif_turns, to_rgb
 from extractors.imaging import to_model_input as model_input
-from extractors.imaging import to_rgb
 from server.thumbnails import make_thumbnail
 
 Box = tuple[float, float, float, float]  # normalised x0, y0, x1, y1 (server.validation.check_region)
@@ -78,12 +78,16 @@ def _conversion_bytes(im: Image.Image) -> int:
 
 def decode_cost(im: Image.Image, size: int, region: Box | None = None, thumbnail_px: int = 0) -> int:
     """Peak bytes that decoding this opened image into model input holds, from its header alone (a JPEG is first
-    set to decode at the smallest 1/2^k scale still >= size, so its cost is that of the reduced image). EXIF may
-    ask for a rotation, which copies the image once more."""
+    set to decode at the smallest 1/2^k scale still >= size, so its cost is that of the reduced image). An EXIF
+    rotation copies the image once more, and so does a region's crop (the box's size)."""
     _draft(im, size, region, thumbnail_px)  # idempotent: decode's own call then changes nothing
     w, h = im.size
-    per_pixel = _pixel_bytes(im.mode) * (2 if "exif" in im.info else 1) + _conversion_bytes(im)
-    return w * h * per_pixel
+    # to_rgb copies only an image it turns
+    cost = w * h * (_pixel_bytes(im.mode) * (2 if exif_turns(im) else 1) + _conversion_bytes(im))
+    if region is not None:  # the crop is one more RGB copy, of the box
+        x0, y0, x1, y1 = region
+        cost += int(w * h * (x1 - x0) * (y1 - y0)) * 4
+    return cost
 
 
 def to_model_input(im: Image.Image, size: int, region: Box | None = None) -> np.ndarray:

@@ -12,7 +12,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -281,19 +281,18 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         (time.monotonic()): queries that can't be answered by then are refused or dropped before backend work."""
         start = time.perf_counter()
         plans = [await self._plan(r) for r in requests]
+        groups: dict[BatchKey, list[int]] = {}
+        for i, plan in enumerate(plans):
+            groups.setdefault(plan.key, []).append(i)
+        for key, idx in groups.items():  # before any decode or store read, as Embed does
+            self._refuse_if_late(key, len(idx), deadline)
         timings = [Timings() for _ in plans]
         queries = await _all([self._query(p, t, deadline) for p, t in zip(plans, timings, strict=True)])
         for model in {p.model.name: p.model for p in plans}.values():
             await self._ensure_collection(model)
-        groups: dict[BatchKey, list[int]] = {}
-        for i, plan in enumerate(plans):
-            groups.setdefault(plan.key, []).append(i)
         t0 = time.perf_counter()
         results: list[BatchResult | None] = [None] * len(plans)
         waited = [0.0] * len(plans)
-
-        for key, idx in groups.items():
-            self._refuse_if_late(key, len(idx), deadline)
 
         async def submit(key: BatchKey, idx: list[int]) -> None:
             out = await self._batches.submit_many(key, [queries[i] for i in idx], deadline)
@@ -317,11 +316,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             return await self._store(self.store.get, model, ids, True)
 
         async def embed(model: str, pixels: np.ndarray):
-            try:
-                return await self.embedder.embed_with_contributions(model, pixels)
-            except EmbedderUnavailable:
-                self.metrics.backend_errors.labels("triton").inc()
-                raise
+            return await self._triton(self.embedder.embed_with_contributions(model, pixels))
 
         await add_details(response, plan.request, plan.model.input_size, query.pixels, query.vector, get_records,
                           embed, self.settings.overlay_px if plan.request.explain_png else 0)
@@ -528,8 +523,12 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         return vectors
 
     async def _embed(self, model: ModelDescription, pixels: np.ndarray) -> np.ndarray:
+        return await self._triton(self.embedder.embed(model.name, pixels))
+
+    async def _triton(self, call: Awaitable[T]) -> T:
+        """An embedder call, counted as a Triton error when Triton cannot be reached."""
         try:
-            return await self.embedder.embed(model.name, pixels)
+            return await call
         except EmbedderUnavailable:
             self.metrics.backend_errors.labels("triton").inc()
             raise
@@ -550,11 +549,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
 
     async def _model(self, name: str) -> ModelDescription:
         if name not in self._models:
-            try:
-                self._models = {m.name: m for m in await self.embedder.models()}
-            except EmbedderUnavailable:
-                self.metrics.backend_errors.labels("triton").inc()
-                raise
+            self._models = {m.name: m for m in await self._triton(self.embedder.models())}
         if name not in self._models:
             served = ", ".join(sorted(self._models)) or "none"
             raise InvalidRequest(f"unknown model {name[:100]!r}; served models: {served}")

@@ -88,8 +88,9 @@ class Settings(BaseSettings):
     milvus_load_timeout_s: float = 60.0
 
     # --- A web page for people, and "why is this similar" through the API ---
-    thumbnail_px: int = Field(64, description="longer side of the thumbnail stored with each upserted image (PNG "
-                              "when grey, JPEG otherwise; smaller images kept as they are); 0 = no thumbnails")
+    thumbnail_px: int = Field(64, ge=0, le=256, description="longer side of the thumbnail stored with each upserted "
+                              "image (PNG when grey, JPEG otherwise; smaller images kept as they are); 0 = no "
+                              "thumbnails; at most 256 (an encoded thumbnail over 48 KB is not stored)")
     max_explain_top_k: int = Field(100, description="most hits one explained search returns (explain embeds each "
                                    "hit's thumbnail)")
     overlay_px: int = Field(160, description="side of the PNG heatmap overlays Search returns with explain_png")

@@ -68,9 +68,6 @@ def check_offset(offset: int, top_k: int, max_top_k: int) -> int:
     return offset
 
 
-# What Upsert does with a near-duplicate of a stored item (server/dedup_gate.py applies them).
-
-
 def check_field_name(name: str, what: str) -> str:
     if not FIELD_NAME.match(name):
         raise InvalidRequest(f"{what} {name[:80]!r} is not allowed: use letters, digits and _ (at most 64, not "

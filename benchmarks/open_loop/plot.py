@@ -5,19 +5,16 @@ from __future__ import annotations
 import math
 
 from benchmarks import common
+from evaluation.figures import pyplot, save_figure
 
 FILE = "open_loop.png"
 
 
 def plot_curves(result: dict) -> str:
     """Writes the PNG next to the results; returns its name."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     panels = [("fmnist", "Fashion-MNIST search by image"), ("photos", "photo search (800 px JPEG)")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(9, 3.4), dpi=80)
+    fig, axes = plt.subplots(1, len(panels), figsize=(9, 3.4))
     objective = result["objective_p99_ms"]
     for ax, (key, title) in zip(axes, panels, strict=True):
         rows = result[key]["rows"]
@@ -34,8 +31,5 @@ def plot_curves(result: dict) -> str:
         ax.set_title(title, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    common.RESULTS.mkdir(parents=True, exist_ok=True)
-    fig.savefig(common.RESULTS / FILE)
-    plt.close(fig)
+    save_figure(fig, common.RESULTS / FILE, dpi=80)
     return FILE

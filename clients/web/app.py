@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Annotated
 
@@ -19,12 +17,12 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
-from clients.sdk import Hit, SearchClient, SearchError
+from clients.sdk import Hit, SearchClient, SearchError, filters_to_proto
 from clients.web.errors import http_status
 from clients.web.examples import examples
 
 STATIC = Path(__file__).parent / "static"
-MAX_CLIENTS = 16  # one gRPC channel per distinct token, least recently used dropped
+MAX_UPLOAD_BYTES = 20 << 20  # the gateway's own default image limit (VSEARCH_MAX_IMAGE_BYTES)
 
 
 class ModelOut(BaseModel):
@@ -76,6 +74,13 @@ def _hit(h: Hit) -> HitOut:
                       hit_overlay_png=_b64(e.hit_overlay_png)))
 
 
+def _read_upload(upload: UploadFile, limit: int) -> bytes:
+    data = upload.file.read(limit + 1)
+    if len(data) > limit:
+        raise HTTPException(413, detail=f"the image is larger than {limit} bytes: send a smaller one")
+    return data
+
+
 def _parse_json(text: str | None, what: str):
     if not text:
         return None
@@ -91,24 +96,16 @@ def _token(authorization: str | None) -> str | None:
     return None
 
 
-def create_app(gateway: str, timeout_s: float = 60.0) -> FastAPI:
-    """The app for the gateway at ``gateway`` (host:port)."""
+def create_app(gateway: str, timeout_s: float = 60.0, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
+    """The app for the gateway at ``gateway`` (host:port). An upload over ``max_upload_bytes`` is refused (413)
+    before it is read whole."""
     app = FastAPI(title="visual-search web", description="Search a visual-search gateway from a browser. Every "
                   "endpoint is one call of the gateway's gRPC API; errors carry its status and message.",
                   version="1")
-    clients: OrderedDict[str | None, SearchClient] = OrderedDict()
-    lock = threading.Lock()  # endpoints run in FastAPI's thread pool
+    gateway_client = SearchClient(gateway, timeout=timeout_s, retries=1)  # one channel for every user
 
     def client(authorization: str | None) -> SearchClient:
-        token = _token(authorization)
-        with lock:
-            if token in clients:
-                clients.move_to_end(token)
-            else:
-                clients[token] = SearchClient(gateway, token=token, timeout=timeout_s, retries=1)
-                if len(clients) > MAX_CLIENTS:
-                    clients.popitem(last=False)[1].close()
-            return clients[token]
+        return gateway_client.with_token(_token(authorization))
 
     @app.exception_handler(SearchError)
     async def grpc_error(request: Request, e: SearchError) -> JSONResponse:
@@ -116,10 +113,10 @@ def create_app(gateway: str, timeout_s: float = 60.0) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException) -> JSONResponse:
-        return JSONResponse({"code": "INVALID_ARGUMENT" if e.status_code == 400 else "UNKNOWN",
-                             "message": str(e.detail)}, status_code=e.status_code)
+        code = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 413: "RESOURCE_EXHAUSTED"}.get(e.status_code, "UNKNOWN")
+        return JSONResponse({"code": code, "message": str(e.detail)}, status_code=e.status_code)
 
-    errors: dict = {code: {"model": ErrorOut} for code in (400, 401, 403, 404, 429, 500, 503)}
+    errors: dict = {code: {"model": ErrorOut} for code in (400, 401, 403, 404, 413, 429, 500, 503)}
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -161,26 +158,19 @@ def create_app(gateway: str, timeout_s: float = 60.0) -> FastAPI:
         parsed = _parse_json(filters, "filters") or {}
         if not isinstance(parsed, dict):
             raise HTTPException(400, detail='filters must be a JSON object such as {"label": 3}')
-        clauses = {k: tuple(v) if isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) else v
-                   for k, v in parsed.items()}
+        try:
+            filters_to_proto(parsed)  # the SDK's own check, here so that a bad filter is a 400, not a 500
+        except ValueError as e:
+            raise HTTPException(400, detail=str(e)) from None
         box = _parse_json(region, "region")
-        if box is not None and (not isinstance(box, list) or len(box) != 4):
-            raise HTTPException(400, detail="region must be [x0, y0, x1, y1]")
-        query = {"image": image.file.read()} if image is not None else {"id": id}
-        result = client(authorization).search(model, top_k=top_k, filters=clauses, include_thumbnails=True,
+        if box is not None and (not isinstance(box, list) or len(box) != 4
+                                or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in box)):
+            raise HTTPException(400, detail="region must be [x0, y0, x1, y1], four numbers")
+        query = {"image": _read_upload(image, max_upload_bytes)} if image is not None else {"id": id}
+        result = client(authorization).search(model, top_k=top_k, filters=parsed, include_thumbnails=True,
                                               explain=explain, explain_png=explain,
                                               region=tuple(box) if box else None, **query)
         return SearchOut(model=result.model, hits=[_hit(h) for h in result.hits], timings=result.timings)
-
-    @app.get("/api/items/{model}/{item_id:path}", responses=errors)
-    def item(model: str, item_id: str, authorization: Annotated[str | None, Header()] = None) -> dict:
-        """A stored item's metadata and thumbnail (Get)."""
-        found = client(authorization).get(model, [item_id], include_thumbnails=True)
-        if not found:
-            raise SearchError("NOT_FOUND", f"no item {item_id!r} in {model}")
-        it = found[0]
-        return {"id": it.id, "metadata": it.metadata,
-                "thumbnail": _b64(it.image) if isinstance(it.image, bytes) else None}
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

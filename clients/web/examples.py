@@ -6,7 +6,10 @@ import io
 import logging
 from functools import lru_cache
 
-from extractors.datasets import load_fashion_mnist, load_photos
+from PIL import Image
+
+from extractors.datasets import load_fashion_mnist
+from extractors.datasets.photos import photo_paths
 
 log = logging.getLogger("vsearch.web")
 FMNIST_EXAMPLES = (0, 1, 2, 3, 4, 5)
@@ -25,14 +28,15 @@ def examples() -> dict[str, bytes]:
     except (OSError, ImportError) as e:
         log.info("no Fashion-MNIST examples: %s", e)
     try:
-        photos = load_photos()
+        paths = dict(photo_paths())  # only the chosen photos are decoded
     except (OSError, ImportError) as e:
         log.info("no photo examples: %s", e)
         return out
     for pid in PHOTO_EXAMPLES:
-        if pid in photos.ids:
+        if pid in paths:
             name = "photo-" + pid.replace("/", "-").removesuffix(".png")
-            out[name] = _encode(photos.pil(photos.ids.index(pid)).convert("RGB"), "JPEG")
+            with Image.open(paths[pid]) as im:
+                out[name] = _encode(im.convert("RGB"), "JPEG")
     return out
 
 

@@ -333,9 +333,9 @@ class MilvusVectorStore:
         thumbs = [b""] * len(ids) if thumbnails is None else list(thumbnails)
         arr = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         metadata = [{} for _ in ids] if metadata is None else list(metadata)
-        if not (len(ids) == arr.shape[0] == len(metadata)):
-            raise VectorStoreError(f"upsert: {len(ids)} ids, {arr.shape[0]} vectors and {len(metadata)} metadata "
-                                   "entries: they must match")
+        if not (len(ids) == arr.shape[0] == len(metadata) == len(thumbs)):
+            raise VectorStoreError(f"upsert: {len(ids)} ids, {arr.shape[0]} vectors, {len(metadata)} metadata entries "
+                                   f"and {len(thumbs)} thumbnails: they must match")
         name = collection_name(model)
         dim = arr.shape[1]
         if name not in self._dims:

@@ -16,9 +16,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def quick_result(tmp_path_factory):
+    committed = {p: p.read_bytes() for p in common.RESULTS.glob("open_loop*")}
     result, stored = run_quick(tmp_path_factory, open_loop, seconds=1.5)
     (folder,) = {p.resolve().parent for p in tmp_path_factory.getbasetemp().glob(f"bench-results*/{result['plot']}")}
-    assert folder != common.RESULTS  # a quick run never writes next to the committed results
+    assert committed and {p: p.read_bytes() for p in common.RESULTS.glob("open_loop*")} == committed  # untouched
     return result, stored, folder
 
 

@@ -54,3 +54,16 @@ def test_both_clients_find_the_same_duplicates_and_get_the_same_items(gateway):
     assert [i.id for i in async_items] == [i.id for i in sync_items] == ids[:3]
     for a, b in zip(async_items, sync_items, strict=True):
         assert np.array_equal(a.vector, b.vector) and a.metadata == b.metadata
+
+
+def test_filters_from_json_lists_and_tuples():
+    from clients.sdk import filters_to_proto
+    from visualsearch.v1 import search_pb2 as pb
+
+    (op_list,) = filters_to_proto({"label": ["in", [1, 2]]})  # JSON has no tuples: an operator first is an operator
+    (op_tuple,) = filters_to_proto({"label": ("in", [1, 2])})
+    assert op_list == op_tuple and op_list.op == pb.FILTER_OP_IN
+    (equal,) = filters_to_proto({"tags": ["a", "b"]})  # any other list is a value
+    assert equal.op == pb.FILTER_OP_EQ and [v.string_value for v in equal.value.list_value.values] == ["a", "b"]
+    with pytest.raises(ValueError, match="unknown filter operator"):
+        filters_to_proto({"label": ("~", 3)})

@@ -49,8 +49,10 @@ def test_the_report_shows_a_learning_curve_labelled_as_extrapolation(quick_run):
     lc = {"quick": True, "points": {str(e): v for e, v in points.items()},
           "extrapolated": extrapolate(points, {"knn20": 0.8, "within_group_knn20": 0.4})}
     (out / "learning_curve.json").write_text(json.dumps(lc))
-    results = {name: json.loads((out / f"{name}.json").read_text()) for name in representations.MEASUREMENTS}
-    text = write_representations_report(results, headline, out).read_text()
-    (out / "learning_curve.json").unlink()
+    try:  # the folder is the module's: the other tests must not see this file
+        results = {name: json.loads((out / f"{name}.json").read_text()) for name in representations.MEASUREMENTS}
+        text = write_representations_report(results, headline, out).read_text()
+    finally:
+        (out / "learning_curve.json").unlink()
     assert "## Learning curve" in text and "**Extrapolated, not measured:**" in text
     assert "| knn20 | +0.100 | 0.700 | 0.800 | 0.800 | 64 |" in text  # 0.6 at 16, +0.1 per doubling: 0.8 at 64

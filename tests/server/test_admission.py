@@ -43,6 +43,20 @@ def test_decode_cost_is_read_from_the_header_and_a_jpeg_costs_its_draft_size():
     assert jpeg.size == (250, 250)
 
 
+def test_decode_cost_counts_the_copies_decode_makes():
+    def with_orientation(orientation: int) -> Image.Image:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        buf = io.BytesIO()
+        Image.new("RGB", (1000, 1000), 128).save(buf, "PNG", exif=exif.tobytes())
+        return open_image(buf.getvalue(), 1 << 30, 1 << 30)
+
+    plain = 1000 * 1000 * 4
+    assert decode_cost(with_orientation(1), 28) == plain  # EXIF that turns nothing: no copy (to_rgb makes none)
+    assert decode_cost(with_orientation(6), 28) == 2 * plain  # a turn copies the image
+    assert decode_cost(opened(1000), 28, region=(0.0, 0.0, 0.5, 0.5)) == plain + plain // 4  # the crop's copy
+
+
 def test_large_decodes_share_the_budget_and_small_images_never_wait():
     async def main():
         a = admission(budget=int(1000 * 1000 * 4 * 1.5))  # room for one 1000 px decode at a time
@@ -81,6 +95,24 @@ def test_an_image_costing_more_than_the_budget_is_decoded_alone():
         return pixels.shape, a.in_use
 
     assert asyncio.run(main()) == ((3, 28, 28), 0)
+
+
+def test_a_cancelled_decode_keeps_its_budget_until_its_thread_is_done():
+    async def main():
+        a = admission(budget=int(3000 * 3000 * 4 * 1.5))
+        call = asyncio.create_task(a.decode(opened(3000), 28, None))  # ~36 MB: a decode of some milliseconds
+        while a.in_use == 0:
+            await asyncio.sleep(0)
+        call.cancel()  # as the gRPC layer does at a deadline
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        held_after_cancel = a.in_use  # the thread still holds the image
+        while a.in_use:
+            await asyncio.sleep(0.001)
+        return held_after_cancel, a.in_use
+
+    held, left = asyncio.run(main())
+    assert held == 3000 * 3000 * 4 and left == 0
 
 
 def test_a_decode_that_would_wait_past_its_deadline_is_refused_with_a_hint():
@@ -176,11 +208,13 @@ def test_a_batch_takes_no_more_calls_than_it_can_answer_before_their_deadlines()
 
     async def main():
         c = Coalescer(run_batch, max_batch=64)
-        for n in (1, 4, 2, 8, 16):  # what the cost model has seen: 10 ms a call, then 5 ms an item
-            c.cost.add(n, 0.010 + 0.005 * n)
+        # What the cost model has seen: 100 ms a call, then 50 ms an item (slow on purpose, so that the deadline's
+        # room is seconds and a stalled event loop cannot change the answer).
+        for n in (1, 4, 2, 8, 16):
+            c.cost.add(n, 0.100 + 0.050 * n)
         first = asyncio.create_task(c.submit("m", -1))
         await asyncio.sleep(0)
-        deadline = time.monotonic() + 0.15  # room for a batch of at most 28
+        deadline = time.monotonic() + 1.5  # room for a batch of at most 28
         rest = asyncio.gather(*[c.submit("m", i, deadline) for i in range(40)])
         await asyncio.sleep(0)
         release.set()

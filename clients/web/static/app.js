@@ -8,6 +8,7 @@ const state = {
   region: null,       // [x0, y0, x1, y1] normalised, image queries only
   result: null,       // the last search's JSON
   explained: null,    // the same search with explanations, fetched on the first "why similar?"
+  seq: 0,             // number of the latest search request: an older reply is dropped
 };
 
 function token() { return localStorage.getItem("vsearch-token") || ""; }
@@ -74,6 +75,7 @@ function setQuery(query) {
   state.query = query;
   state.region = null;
   const preview = $("preview");
+  if (preview.src.startsWith("blob:")) URL.revokeObjectURL(preview.src);  // the previous query's file
   if (query.file) preview.src = URL.createObjectURL(query.file);
   else if (query.thumbnail) preview.src = dataUrl(query.thumbnail);
   else preview.removeAttribute("src");
@@ -95,8 +97,11 @@ async function search(explain = false) {
     form.set("id", state.query.id);
   }
   form.set("explain", explain ? "true" : "false");
+  // Replies can arrive out of order (model change, region drag, submit): only the latest request's counts.
+  const seq = ++state.seq;
   try {
     const result = await api("/api/search", { method: "POST", body: form });
+    if (seq !== state.seq) return null;
     showError("");
     if (explain) return result;
     state.result = result;
@@ -104,6 +109,7 @@ async function search(explain = false) {
     render();
     return result;
   } catch (e) {
+    if (seq !== state.seq) return null;
     showError(e.message);
     if (!explain) { state.result = null; render(); }
     return null;
