@@ -11,9 +11,21 @@ from PIL import Image, ImageOps
 EXIF_ORIENTATION = 0x0112
 
 
-def exif_turns(im: Image.Image) -> bool:
-    """Whether the image's EXIF orientation asks for a turn or flip (read from the header, nothing decoded)."""
-    return im.getexif().get(EXIF_ORIENTATION, 1) != 1
+def exif_turns(im: Image.Image, header_only: bool = False) -> bool:
+    """Whether the image's EXIF orientation asks for a turn or flip. ``header_only``: from the EXIF already read
+    with the header, never loading the image (Pillow's ``getexif`` decodes a whole PNG to look for EXIF stored after
+    its pixels): what a cost estimate made before decoding may use."""
+    if not header_only:
+        return im.getexif().get(EXIF_ORIENTATION, 1) != 1
+    raw = im.info.get("exif")
+    if not raw:
+        return False
+    exif = Image.Exif()
+    try:
+        exif.load(raw)
+    except Exception:  # noqa: BLE001 - unreadable EXIF turns nothing (to_rgb will see the same)
+        return False
+    return exif.get(EXIF_ORIENTATION, 1) != 1
 
 
 def to_rgb(im: Image.Image) -> Image.Image:

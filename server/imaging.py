@@ -82,8 +82,8 @@ def decode_cost(im: Image.Image, size: int, region: Box | None = None, thumbnail
     rotation copies the image once more, and so does a region's crop (the box's size)."""
     _draft(im, size, region, thumbnail_px)  # idempotent: decode's own call then changes nothing
     w, h = im.size
-    # to_rgb copies only an image it turns
-    cost = w * h * (_pixel_bytes(im.mode) * (2 if exif_turns(im) else 1) + _conversion_bytes(im))
+    # to_rgb copies only an image it turns; the header's EXIF only: nothing may be decoded before admission
+    cost = w * h * (_pixel_bytes(im.mode) * (2 if exif_turns(im, header_only=True) else 1) + _conversion_bytes(im))
     if region is not None:  # the crop is one more RGB copy, of the box
         x0, y0, x1, y1 = region
         cost += int(w * h * (x1 - x0) * (y1 - y0)) * 4

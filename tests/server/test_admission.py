@@ -223,3 +223,12 @@ def test_a_batch_takes_no_more_calls_than_it_can_answer_before_their_deadlines()
 
     assert asyncio.run(main()) == list(range(40))
     assert sizes[0] == 1 and 1 < sizes[1] <= 28 and sum(sizes[1:]) == 40  # not one batch of 40
+
+
+def test_decode_cost_decodes_nothing():
+    """Estimating must not load the pixels (Pillow's getexif decodes a whole PNG, outside the budget): a truncated
+    PNG, which fails as soon as it is decoded, is estimated without an error."""
+    buf = io.BytesIO()
+    Image.effect_noise((1000, 1000), 64).convert("RGB").save(buf, "PNG")
+    truncated = open_image(buf.getvalue()[: len(buf.getvalue()) // 2], 1 << 30, 1 << 30)
+    assert decode_cost(truncated, 28) == 1000 * 1000 * 4
