@@ -14,65 +14,89 @@ app.add_typer(train_app, name="train")
 console = Console()
 
 
-def _apply_overrides(cfg, epochs, batch_size, lr, train_limit, time_limit_min, threads, seed, arch, patch_size,
-                     knn_every, init_backbone):
-    updates = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, train_limit=train_limit,
-                                     time_limit_min=time_limit_min, threads=threads, seed=seed,
-                                     knn_every=knn_every).items() if v is not None}
-    if init_backbone is not None:
-        if not hasattr(cfg, "init_backbone"):
-            raise typer.BadParameter("--init-backbone applies to DINO training only")
-        updates["init_backbone"] = str(init_backbone)
-    backbone = cfg.backbone.model_copy(update={k: v for k, v in dict(arch=arch, patch_size=patch_size).items()
-                                               if v is not None})
-    return cfg.model_copy(update={**updates, "backbone": backbone})
+def _apply_overrides(cfg, backbone: dict, **fields):
+    updates = {k: (str(v) if isinstance(v, Path) else v) for k, v in fields.items() if v is not None}
+    return cfg.model_copy(update={**updates, "backbone": cfg.backbone.model_copy(
+        update={k: v for k, v in backbone.items() if v is not None})})
 
 
-def _train(kind: str, preset: str, dataset: str, out: Path | None, resume: bool, **overrides) -> None:
+def _train(kind: str, preset: str, out: Path | None, resume: bool, backbone: dict, **overrides) -> None:
     from extractors.presets import DINO_PRESETS, SUPERVISED_PRESETS
 
     presets = DINO_PRESETS if kind == "dino" else SUPERVISED_PRESETS
     if preset not in presets:
         console.print(f"[red]unknown preset {preset!r}[/]; choose one of: {', '.join(presets)}")
         raise typer.Exit(2)
-    cfg = _apply_overrides(presets[preset].model_copy(update={"dataset": dataset}), **overrides)
-    out = out or Path("runs") / f"{kind}_{preset}"
-    console.print(f"[bold]{kind}[/] training, preset [cyan]{preset}[/], writing to [cyan]{out}[/]")
+    cfg = _apply_overrides(presets[preset], backbone, **overrides)
+    if cfg.images and not Path(cfg.images).is_dir():
+        raise typer.BadParameter(f"{cfg.images} is not a folder", param_hint="--images")
+    name = Path(cfg.images).resolve().name if cfg.images else cfg.dataset
+    out = out or Path("runs") / f"{kind}_{preset}_{name}"
+    console.print(f"[bold]{kind}[/] training on [cyan]{cfg.trained_on()}[/], preset [cyan]{preset}[/], "
+                  f"writing to [cyan]{out}[/]")
     console.print_json(cfg.model_dump_json())
-    if kind == "dino":
-        from extractors.train_dino import train_dino
+    try:
+        if kind == "dino":
+            from extractors.train_dino import train_dino
 
-        record = train_dino(cfg, out, resume=resume)
-    else:
-        from extractors.train_supervised import train_supervised
+            record = train_dino(cfg, out, resume=resume)
+        else:
+            from extractors.train_supervised import train_supervised
 
-        record = train_supervised(cfg, out, resume=resume)
+            record = train_supervised(cfg, out, resume=resume)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as e:  # bad input: said before work starts
+        console.print(f"[red]cannot train[/]: {e}")
+        raise typer.Exit(2) from None
     console.print(f"[green]done[/]: {record}")
 
 
-_PRESET = typer.Option("fmnist-femto-p7", help="training recipe (extractors/presets.py)")
-_DATASET = typer.Option("fashion-mnist", help="training data set")
-_OUT = typer.Option(None, help="run folder (checkpoint, log.jsonl, weights); default runs/<kind>_<preset>")
+_PRESET = typer.Option("fmnist-femto-p7", help="training recipe (extractors/presets.py; `vsearch train presets`)")
+_DATASET = typer.Option(None, help="built-in training data set (fashion-mnist)")
+_IMAGES = typer.Option(None, help="train on this folder of images instead (recursively; supervised training takes "
+                                  "labels from its class sub-folders, DINO never reads them)")
+_OUT = typer.Option(None, help="run folder (checkpoint, log.jsonl, weights); default runs/<kind>_<preset>_<data>")
 _RESUME = typer.Option(True, help="resume from the run folder's checkpoint when there is one")
 
 
 def _train_command(kind: str, doc: str):
     def command(
-        preset: str = _PRESET, dataset: str = _DATASET, out: Path = _OUT, resume: bool = _RESUME,
+        preset: str = _PRESET, images: Path = _IMAGES, dataset: str = _DATASET, out: Path = _OUT,
+        resume: bool = _RESUME,
+        monitor_images: Path = typer.Option(None, help="labelled folder the k-NN monitor queries (e.g. a test "
+                                                       "split); default: a held-out sample of --images"),
         epochs: int = typer.Option(None), batch_size: int = typer.Option(None), lr: float = typer.Option(None),
         train_limit: int = typer.Option(None, help="use the first N training images only"),
         time_limit_min: float = typer.Option(None, help="stop and save after this many minutes"),
-        threads: int = typer.Option(None), seed: int = typer.Option(None), arch: str = typer.Option(None),
-        patch_size: int = typer.Option(None), knn_every: int = typer.Option(None),
-        init_backbone: Path = typer.Option(None, help="start from this backbone state dict (DINO: a new recipe "
-                                                      "continuing an earlier run)"),
+        checkpoint_every_min: float = typer.Option(None, help="also save mid-epoch this often"),
+        threads: int = typer.Option(None), workers: int = typer.Option(None, help="image-decoding processes"),
+        seed: int = typer.Option(None), arch: str = typer.Option(None), patch_size: int = typer.Option(None),
+        img_size: int = typer.Option(None), knn_every: int = typer.Option(None),
+        init_backbone: str = typer.Option(None, help="start from pre-trained weights: a file (ViT state dict with "
+                                                     "official DINO/timm keys, EfficientNet-Lite0) or a registry "
+                                                     "name (efficientnet_lite0_imagenet)"),
     ) -> None:
-        _train(kind, preset, dataset, out, resume, epochs=epochs, batch_size=batch_size, lr=lr,
-               train_limit=train_limit, time_limit_min=time_limit_min, threads=threads, seed=seed, arch=arch,
-               patch_size=patch_size, knn_every=knn_every, init_backbone=init_backbone)
+        _train(kind, preset, out, resume, dict(arch=arch, patch_size=patch_size, img_size=img_size),
+               images=images, dataset=dataset, monitor_images=monitor_images, epochs=epochs,
+               batch_size=batch_size, lr=lr, train_limit=train_limit, time_limit_min=time_limit_min,
+               checkpoint_every_min=checkpoint_every_min, threads=threads, workers=workers, seed=seed,
+               knn_every=knn_every, init_backbone=init_backbone)
 
     command.__doc__ = doc
     return command
+
+
+@train_app.command("presets")
+def train_presets() -> None:
+    """The named training recipes and what each is sized for."""
+    from rich.table import Table
+
+    from extractors.presets import DINO_PRESETS, SUPERVISED_PRESETS, describe
+
+    table = Table("kind", "preset", "network", "input", "epochs", "batch", "for")
+    for kind, presets in (("dino", DINO_PRESETS), ("supervised", SUPERVISED_PRESETS)):
+        for name, cfg in presets.items():
+            table.add_row(kind, name, *describe(name, cfg))
+    console.print(table)
 
 
 train_app.command("dino")(_train_command("dino", "Self-supervised DINO training (no labels are read)."))

@@ -7,9 +7,11 @@ classifier). Loading is always ``strict=True``: a silently half-loaded backbone 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -40,11 +42,27 @@ def clean_backbone_keys(state: dict[str, torch.Tensor], keep_head: bool) -> dict
     return out
 
 
-def load_backbone(model: nn.Module, path: Path, keep_head: bool | None = None) -> nn.Module:
-    """Loads ``path`` into ``model`` strictly. ``keep_head`` defaults to whether the model has a classifier."""
+def resample_pos_embed(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """A checkpoint's position embeddings resampled (bicubic, as DINO's ``interpolate_pos_encoding``) to the
+    model's patch grid: an official ViT-S/16 trained at 224 px starts a 96 px model with its 6 x 6 grid."""
+    theirs, ours = state.get("pos_embed"), getattr(model, "pos_embed", None)
+    if theirs is None or ours is None or theirs.shape == ours.shape or theirs.shape[-1] != ours.shape[-1]:
+        return state
+    side_in, side_out = math.isqrt(theirs.shape[1] - 1), math.isqrt(ours.shape[1] - 1)
+    grid = theirs[:, 1:].reshape(1, side_in, side_in, -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid.float(), size=(side_out, side_out), mode="bicubic", align_corners=False)
+    return {**state, "pos_embed": torch.cat([theirs[:, :1], grid.permute(0, 2, 3, 1).flatten(1, 2)], dim=1)}
+
+
+def load_backbone(model: nn.Module, path: Path, keep_head: bool | None = None,
+                  resample_pos_embed_to_model: bool = False) -> nn.Module:
+    """Loads ``path`` into ``model`` strictly. ``keep_head`` defaults to whether the model has a classifier.
+    ``resample_pos_embed_to_model``: a checkpoint made at another input size is accepted (continued training)."""
     if keep_head is None:
         keep_head = isinstance(getattr(model, "head", None), nn.Linear)
     state = clean_backbone_keys(read_state_dict(path), keep_head)
+    if resample_pos_embed_to_model:
+        state = resample_pos_embed(state, model)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches raise even with strict=False

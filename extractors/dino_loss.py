@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from extractors.distributed import all_reduce_mean
+
 
 class DINOLoss(nn.Module):
     def __init__(self, out_dim: int, ncrops: int, warmup_teacher_temp: float, teacher_temp: float,
@@ -42,5 +44,6 @@ class DINOLoss(nn.Module):
     @torch.no_grad()
     def update_center(self, teacher_output: torch.Tensor) -> None:
         """EMA of the teacher's batch mean; subtracting it stops one prototype from taking over."""
-        batch_center = teacher_output.mean(dim=0, keepdim=True)
+        # Every process's batch counts, as in DINO's distributed update_center.
+        batch_center = all_reduce_mean(teacher_output.mean(dim=0, keepdim=True))
         self.center.mul_(self.center_momentum).add_(batch_center, alpha=1 - self.center_momentum)

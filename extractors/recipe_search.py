@@ -39,7 +39,7 @@ def candidates(train_limit: int, epochs: int, threads: int) -> dict[str, DinoCon
 def main(out: Path = typer.Option(Path("reports/extractors")), runs: Path = typer.Option(Path("runs/recipe_search")),
          train_limit: int = 15000, epochs: int = 2, threads: int = 1, only: list[str] = typer.Option(None)) -> None:
     torch.set_num_threads(threads)
-    monitor = KnnMonitor(10000, 2000)
+    monitor = KnnMonitor.fashion_mnist(10000, 2000)
     results_path = out / "dino_recipe_search.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     results["pixels"] = {"knn20": pixels_knn(monitor)}

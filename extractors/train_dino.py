@@ -11,25 +11,25 @@ import math
 from pathlib import Path
 
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch.nn.parallel import DistributedDataParallel
 
 from extractors.augment import DataAugmentationDINO
 from extractors.dino_head import DINOHead, MultiCropWrapper
 from extractors.dino_loss import DINOLoss
+from extractors.distributed import init_runtime, shutdown
 from extractors.schedules import cosine_scheduler
 from extractors.training import (
-    FMNIST_MEAN,
-    FMNIST_STD,
     KnnMonitor,
-    MetricsLog,
     Normalize,
+    Position,
+    RunFolder,
     Stopwatch,
     TrainConfig,
     build_backbone,
     clip_gradients,
     get_params_groups,
-    load_training_images,
-    save_atomic,
+    load_initial_backbone,
+    open_training_images,
     set_schedules,
 )
 
@@ -48,27 +48,23 @@ class DinoConfig(TrainConfig):
     local_crops_scale: tuple[float, float] = (0.1, 0.4)
     local_crops_number: int = 6
     local_crop_size: int = 12
-    # A backbone state dict (official keys) both networks start from instead of random weights: continues an
-    # earlier run under a new recipe (new head, schedules from zero). Empty: random initialisation.
+    # Pre-trained weights both networks start from instead of random ones (continued pre-training: a new head,
+    # schedules from zero): a ViT state dict (official DINO / timm keys, an earlier run), an EfficientNet-Lite0
+    # file, or a registry name such as efficientnet_lite0_imagenet. Empty: random initialisation.
     init_backbone: str = ""
 
 
-def progress_bar() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
-
-
 def train_dino(cfg: DinoConfig, out_dir: Path, resume: bool = True) -> dict:
-    """Trains (or resumes) into ``out_dir``: ``checkpoint.pth`` (full state), ``log.jsonl`` (metrics),
-    ``teacher_backbone.pth`` (the embedding network, official DINO keys). Returns the last log record."""
+    """Trains (or resumes) into ``out_dir``: ``checkpoint.pth`` (full state, also saved mid-epoch every
+    ``checkpoint_every_min``), ``log.jsonl`` (metrics), ``teacher_backbone.pth`` (the embedding network, official
+    DINO keys for a ViT). Under ``torchrun`` each process trains on its slice of every batch. Returns the last log
+    record."""
+    runtime = init_runtime()
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
-
-    images, _ = load_training_images(cfg)  # labels are discarded on purpose
-    normalize = Normalize(FMNIST_MEAN, FMNIST_STD)
+    run = RunFolder(out_dir, cfg, runtime)
+    data = open_training_images(cfg, runtime.rank, runtime.world)  # labels are never read below
+    normalize = Normalize(*cfg.normalization()).to(runtime.device)
     augment = DataAugmentationDINO(cfg.global_crops_scale, cfg.local_crops_scale, cfg.local_crops_number,
                                    cfg.backbone.img_size, cfg.local_crop_size)
     embed_dim = build_backbone(cfg.backbone).embed_dim
@@ -79,56 +75,64 @@ def train_dino(cfg: DinoConfig, out_dir: Path, resume: bool = True) -> dict:
 
     student, teacher = build(), build()
     if cfg.init_backbone:
-        student.backbone.load_state_dict(torch.load(cfg.init_backbone, map_location="cpu", weights_only=True))
+        load_initial_backbone(student.backbone, cfg.init_backbone)
     # deepcopy cannot copy weight_norm modules; a second build plus a state-dict copy is the same thing.
     teacher.load_state_dict(student.state_dict())
+    student.to(runtime.device)
+    teacher.to(runtime.device)
     for p in teacher.parameters():
         p.requires_grad = False
     ncrops = 2 + cfg.local_crops_number
     dino_loss = DINOLoss(cfg.out_dim, ncrops, cfg.warmup_teacher_temp, cfg.teacher_temp,
-                         cfg.warmup_teacher_temp_epochs, cfg.epochs)
+                         cfg.warmup_teacher_temp_epochs, cfg.epochs).to(runtime.device)
     optimizer = torch.optim.AdamW(get_params_groups(student))
 
-    niter_per_ep = max(len(images) // cfg.batch_size, 1)
+    niter_per_ep = data.batches_per_epoch
     lr_schedule = cosine_scheduler(cfg.lr * cfg.batch_size / 256, cfg.min_lr, cfg.epochs, niter_per_ep,
                                    cfg.warmup_epochs)
     wd_schedule = cosine_scheduler(cfg.weight_decay, cfg.weight_decay_end, cfg.epochs, niter_per_ep)
     momentum_schedule = cosine_scheduler(cfg.momentum_teacher, 1.0, cfg.epochs, niter_per_ep)
 
-    log = MetricsLog(out_dir / "log.jsonl")
-    ckpt_path = out_dir / "checkpoint.pth"
-    start_epoch, elapsed = 0, 0.0
-    if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    position = Position()
+    state = run.resume_state() if resume else None
+    if state is not None:
         student.load_state_dict(state["student"])
         teacher.load_state_dict(state["teacher"])
         optimizer.load_state_dict(state["optimizer"])
         dino_loss.load_state_dict(state["dino_loss"])
-        start_epoch, elapsed = state["epoch"], state["elapsed_s"]
+        position = Position.from_state(state)
     else:
-        log.path.unlink(missing_ok=True)
-    clock = Stopwatch(elapsed)
-    monitor = KnnMonitor(cfg.knn_db, cfg.knn_queries, seed=cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed + start_epoch)
-    if start_epoch == 0:
-        log.write(epoch=0, wall_s=0.0, knn20=monitor(teacher.backbone), loss=None)
+        run.start_fresh()
+    clock = Stopwatch(position.elapsed_s)
+    monitor = KnnMonitor.for_run(cfg, data) if runtime.main else None
+    generator = torch.Generator().manual_seed(cfg.seed + 1000 * position.epoch + position.batch)
+    if position.epoch == 0 and position.batch == 0:
+        run.log(epoch=0, wall_s=0.0, knn20=monitor(teacher.backbone) if monitor else None, loss=None,
+                processes=runtime.world)
+    trained = DistributedDataParallel(student) if runtime.distributed else student
+    stopped = False
+
+    def save() -> None:
+        run.save_checkpoint(dict(student=student.state_dict(), teacher=teacher.state_dict(),
+                                 optimizer=optimizer.state_dict(), dino_loss=dino_loss.state_dict(),
+                                 **position.state(clock), config=cfg.model_dump()))
 
     record: dict = {}
-    with progress_bar() as bar:
-        task = bar.add_task("DINO", total=cfg.epochs * niter_per_ep, completed=start_epoch * niter_per_ep, info="")
-        for epoch in range(start_epoch, cfg.epochs):
+    crops: list[torch.Tensor] = []
+    with run.progress("DINO", cfg.epochs * niter_per_ep, position.epoch * niter_per_ep + position.batch) as bar:
+        for epoch in range(position.epoch, cfg.epochs):
             student.train()
-            perm = torch.randperm(len(images), generator=generator)
-            losses = []
-            for it_in_ep in range(niter_per_ep):
-                it = epoch * niter_per_ep + it_in_ep
+            it = max(epoch * niter_per_ep + position.batch - 1, 0)
+            for batch, _ in data.epoch(epoch, position.batch):
+                it = epoch * niter_per_ep + position.batch
                 set_schedules(optimizer, lr_schedule[it], wd_schedule[it])
-                batch = images[perm[it_in_ep * cfg.batch_size:(it_in_ep + 1) * cfg.batch_size]].float() / 255
-                crops = [normalize(c) for c in augment(batch, generator)]
-                with torch.no_grad():
-                    teacher_output = teacher(crops[:2])
-                student_output = student(crops)
-                loss = dino_loss(student_output, teacher_output, epoch)
+                batch = batch.to(runtime.device, non_blocking=True).float() / 255
+                crops = [normalize(c) for c in augment(batch, generator.manual_seed(cfg.seed + it))]
+                with runtime.autocast():
+                    with torch.no_grad():
+                        teacher_output = teacher(crops[:2])
+                    student_output = trained(crops)
+                    loss = dino_loss(student_output.float(), teacher_output.float(), epoch)
                 if not math.isfinite(loss.item()):
                     raise FloatingPointError(f"loss is {loss.item()} at iteration {it}; stopping")
                 optimizer.zero_grad(set_to_none=True)
@@ -145,23 +149,31 @@ def train_dino(cfg: DinoConfig, out_dir: Path, resume: bool = True) -> dict:
                     m = momentum_schedule[it]
                     for ps, pt in zip(student.parameters(), teacher.parameters(), strict=True):
                         pt.data.mul_(m).add_((1 - m) * ps.detach().data)
-                losses.append(loss.item())
-                bar.update(task, advance=1, info=f"epoch {epoch + 1} loss {loss.item():.3f}")
-                if cfg.time_limit_min and clock.elapsed() > cfg.time_limit_min * 60:
+                position.step(loss.item())
+                bar.advance(f"epoch {epoch + 1} loss {loss.item():.3f}")
+                stopped = run.out_of_time(cfg, clock)
+                if stopped:
                     break
-            stop = bool(cfg.time_limit_min and clock.elapsed() > cfg.time_limit_min * 60)
-            record = dict(epoch=epoch + 1, wall_s=round(clock.elapsed(), 1), loss=sum(losses) / len(losses),
-                          lr=float(lr_schedule[it]), teacher_temp=float(dino_loss.teacher_temp_schedule[epoch]))
-            if (epoch + 1) % cfg.knn_every == 0 or epoch + 1 == cfg.epochs or stop:
+                if run.checkpoint_due(cfg):
+                    save()
+            record = dict(epoch=epoch + 1, wall_s=round(clock.elapsed(), 1), loss=position.mean_loss(),
+                          lr=float(lr_schedule[it]),
+                          teacher_temp=float(dino_loss.teacher_temp_schedule[epoch]),
+                          skipped_files=run.note_skipped(data))
+            if monitor and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == cfg.epochs or stopped):
                 record["knn20"] = monitor(teacher.backbone)
-            record["teacher_std"] = teacher_output_std(teacher, crops[:2])
-            log.write(**record)
-            save_atomic(dict(student=student.state_dict(), teacher=teacher.state_dict(),
-                             optimizer=optimizer.state_dict(), dino_loss=dino_loss.state_dict(),
-                             epoch=epoch + 1, elapsed_s=clock.elapsed(), config=cfg.model_dump()), ckpt_path)
-            save_atomic(teacher.backbone.state_dict(), out_dir / "teacher_backbone.pth")
-            if stop:
+            if crops:
+                record["teacher_std"] = teacher_output_std(teacher, crops[:2])
+            if stopped and position.batch < niter_per_ep:
+                record["partial_epoch"] = True  # the resume finishes this epoch
+            else:
+                position.next_epoch()
+            run.log(**record)
+            save()
+            run.save_weights(teacher.backbone.state_dict(), "teacher_backbone.pth")
+            if stopped:
                 break
+    shutdown()
     return record
 
 

@@ -4,28 +4,30 @@ Same crops and budget as DINO's global views, so that the comparison isolates th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from extractors.augment import supervised_augment
 from extractors.datasets import COARSE_OF_CLASS
-from extractors.embedding import ViTCLSEmbedding
+from extractors.distributed import init_runtime, shutdown
 from extractors.schedules import cosine_scheduler
 from extractors.training import (
-    FMNIST_MEAN,
-    FMNIST_STD,
     KnnMonitor,
-    MetricsLog,
     Normalize,
+    Position,
+    RunFolder,
     Stopwatch,
     TrainConfig,
     build_backbone,
     clip_gradients,
+    embedding_network,
     get_params_groups,
-    load_training_images,
-    save_atomic,
+    load_initial_backbone,
+    open_training_images,
     set_schedules,
 )
 
@@ -37,84 +39,118 @@ class SupervisedConfig(TrainConfig):
     # "coarse": train on the five groups of COARSE_GROUPS instead of the ten classes (the monitor still scores
     # the fine classes: how much of what the labels never asked for the embedding kept).
     labels: str = "fine"
+    # Pre-trained weights to fine-tune from (a ViT state dict, an EfficientNet-Lite0 file or a registry name); the
+    # classifier head is always new. Empty: random initialisation.
+    init_backbone: str = ""
 
 
 def train_supervised(cfg: SupervisedConfig, out_dir: Path, resume: bool = True) -> dict:
-    """Trains into ``out_dir``: ``checkpoint.pth``, ``log.jsonl`` and ``backbone.pth`` (with its ``head``)."""
-    from extractors.train_dino import progress_bar
-
+    """Trains into ``out_dir``: ``checkpoint.pth``, ``log.jsonl`` and ``backbone.pth`` (with its ``head``). A
+    folder's labels are its class sub-folders; the head gets one output per class unless ``num_classes`` is set."""
+    runtime = init_runtime()
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
-    images, labels = load_training_images(cfg)
-    if cfg.labels == "coarse":
-        labels = torch.as_tensor(COARSE_OF_CLASS)[labels]
-    elif cfg.labels != "fine":
-        raise ValueError(f"unknown labels {cfg.labels!r}: fine or coarse")
-    if int(labels.max()) >= cfg.num_classes:
-        raise ValueError(f"labels go up to {int(labels.max())} but the head has {cfg.num_classes} classes")
-    normalize = Normalize(FMNIST_MEAN, FMNIST_STD)
+    data = open_training_images(cfg, runtime.rank, runtime.world)
+    labels_of = training_labels(cfg, data)
+    if cfg.images and cfg.num_classes != len(data.classes):
+        cfg = cfg.model_copy(update={"num_classes": len(data.classes)})  # the folder decides; config.json says so
+    run = RunFolder(out_dir, cfg, runtime)
+    normalize = Normalize(*cfg.normalization()).to(runtime.device)
     model = build_backbone(cfg.backbone, num_classes=cfg.num_classes)
+    if cfg.init_backbone:
+        load_initial_backbone(model, cfg.init_backbone)
+    model.to(runtime.device)
     optimizer = torch.optim.AdamW(get_params_groups(model))
-    niter_per_ep = max(len(images) // cfg.batch_size, 1)
+    niter_per_ep = data.batches_per_epoch
     lr_schedule = cosine_scheduler(cfg.lr * cfg.batch_size / 256, cfg.min_lr, cfg.epochs, niter_per_ep,
                                    cfg.warmup_epochs)
     wd_schedule = cosine_scheduler(cfg.weight_decay, cfg.weight_decay_end, cfg.epochs, niter_per_ep)
 
-    log = MetricsLog(out_dir / "log.jsonl")
-    ckpt_path = out_dir / "checkpoint.pth"
-    start_epoch, elapsed = 0, 0.0
-    if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    position = Position()
+    state = run.resume_state() if resume else None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        start_epoch, elapsed = state["epoch"], state["elapsed_s"]
+        position = Position.from_state(state)
     else:
-        log.path.unlink(missing_ok=True)
-    clock = Stopwatch(elapsed)
-    monitor = KnnMonitor(cfg.knn_db, cfg.knn_queries, seed=cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed + start_epoch)
-    if start_epoch == 0:
-        log.write(epoch=0, wall_s=0.0, knn20=monitor(ViTCLSEmbedding(model)), loss=None)
+        run.start_fresh()
+    clock = Stopwatch(position.elapsed_s)
+    monitor = KnnMonitor.for_run(cfg, data) if runtime.main else None
+    generator = torch.Generator()
+    if position.epoch == 0 and position.batch == 0:
+        run.log(epoch=0, wall_s=0.0, knn20=monitor(embedding_network(model)) if monitor else None, loss=None,
+                processes=runtime.world)
+    trained = DistributedDataParallel(model) if runtime.distributed else model
+    stopped, correct, seen = False, 0, 0
+
+    def save() -> None:
+        run.save_checkpoint(dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
+                                 **position.state(clock), config=cfg.model_dump()))
 
     record: dict = {}
-    with progress_bar() as bar:
-        task = bar.add_task("supervised", total=cfg.epochs * niter_per_ep, completed=start_epoch * niter_per_ep,
-                            info="")
-        for epoch in range(start_epoch, cfg.epochs):
+    with run.progress("supervised", cfg.epochs * niter_per_ep, position.epoch * niter_per_ep + position.batch) as bar:
+        for epoch in range(position.epoch, cfg.epochs):
             model.train()
-            perm = torch.randperm(len(images), generator=generator)
-            losses, correct, seen = [], 0, 0
-            for it_in_ep in range(niter_per_ep):
-                it = epoch * niter_per_ep + it_in_ep
+            it = max(epoch * niter_per_ep + position.batch - 1, 0)
+            for images, labels in data.epoch(epoch, position.batch):
+                it = epoch * niter_per_ep + position.batch
                 set_schedules(optimizer, lr_schedule[it], wd_schedule[it])
-                idx = perm[it_in_ep * cfg.batch_size:(it_in_ep + 1) * cfg.batch_size]
-                x = normalize(supervised_augment(images[idx].float() / 255, cfg.backbone.img_size,
-                                                 cfg.crops_scale, generator))
-                logits = model(x)
-                loss = F.cross_entropy(logits, labels[idx], label_smoothing=cfg.label_smoothing)
+                labels = labels_of(labels).to(runtime.device)
+                x = normalize(supervised_augment(images.to(runtime.device).float() / 255, cfg.backbone.img_size,
+                                                 cfg.crops_scale, generator.manual_seed(cfg.seed + it)))
+                with runtime.autocast():
+                    logits = trained(x)
+                    loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.clip_grad:
                     clip_gradients(model, cfg.clip_grad)
                 optimizer.step()
-                losses.append(loss.item())
-                correct += int((logits.argmax(1) == labels[idx]).sum())
-                seen += len(idx)
-                bar.update(task, advance=1, info=f"epoch {epoch + 1} loss {loss.item():.3f}")
-                if cfg.time_limit_min and clock.elapsed() > cfg.time_limit_min * 60:
+                position.step(loss.item())
+                correct += int((logits.argmax(1) == labels).sum())
+                seen += len(labels)
+                bar.advance(f"epoch {epoch + 1} loss {loss.item():.3f}")
+                stopped = run.out_of_time(cfg, clock)
+                if stopped:
                     break
-            stop = bool(cfg.time_limit_min and clock.elapsed() > cfg.time_limit_min * 60)
-            record = dict(epoch=epoch + 1, wall_s=round(clock.elapsed(), 1), loss=sum(losses) / len(losses),
-                          train_acc=correct / max(seen, 1), lr=float(lr_schedule[it]))
-            if (epoch + 1) % cfg.knn_every == 0 or epoch + 1 == cfg.epochs or stop:
-                record["knn20"] = monitor(ViTCLSEmbedding(model))
-            log.write(**record)
-            save_atomic(dict(model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch + 1,
-                             elapsed_s=clock.elapsed(), config=cfg.model_dump()), ckpt_path)
-            save_atomic(model.state_dict(), out_dir / "backbone.pth")
-            if stop:
+                if run.checkpoint_due(cfg):
+                    save()
+            record = dict(epoch=epoch + 1, wall_s=round(clock.elapsed(), 1), loss=position.mean_loss(),
+                          train_acc=correct / max(seen, 1), lr=float(lr_schedule[it]),
+                          skipped_files=run.note_skipped(data))
+            correct = seen = 0
+            if monitor and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == cfg.epochs or stopped):
+                record["knn20"] = monitor(embedding_network(model))
+            if stopped and position.batch < niter_per_ep:
+                record["partial_epoch"] = True  # the resume finishes this epoch
+            else:
+                position.next_epoch()
+            run.log(**record)
+            save()
+            run.save_weights(model.state_dict(), "backbone.pth")
+            if stopped:
                 break
+    shutdown()
     return record
+
+
+def training_labels(cfg: SupervisedConfig, data) -> Callable[[torch.Tensor], torch.Tensor]:
+    """How a batch's labels become the head's targets; a folder without class sub-folders cannot train on labels."""
+    if cfg.images:
+        labels = data.label_array()
+        if not data.classes or (labels < 0).any():
+            unlabelled = int((labels < 0).sum())
+            raise ValueError(f"supervised training takes its labels from class sub-folders of {cfg.images}: "
+                             + (f"{unlabelled} images lie at its root, outside any class folder" if data.classes
+                                else "it has none (put each class's images in a folder of its own)"))
+        if cfg.labels != "fine":
+            raise ValueError(f"labels {cfg.labels!r} apply to Fashion-MNIST only; a folder's labels are its folders")
+        return lambda y: y
+    if cfg.labels == "coarse":
+        coarse = torch.as_tensor(COARSE_OF_CLASS)
+        return lambda y: coarse[y]
+    if cfg.labels != "fine":
+        raise ValueError(f"unknown labels {cfg.labels!r}: fine or coarse")
+    if int(data.labels.max()) >= cfg.num_classes:
+        raise ValueError(f"labels go up to {int(data.labels.max())} but the head has {cfg.num_classes} classes")
+    return lambda y: y

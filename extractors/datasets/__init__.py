@@ -9,9 +9,9 @@ from extractors.datasets.fashion_mnist import (
     FMNIST_STD,
     load_fashion_mnist,
 )
-from extractors.datasets.image_folder import load_image_folder
+from extractors.datasets.image_folder import FolderIndex, index_image_folder, load_image_folder
 from extractors.datasets.photos import load_photos
 
 __all__ = ["ImageDataset", "COARSE_GROUPS", "COARSE_OF_CLASS", "FASHION_MNIST_CLASSES", "FMNIST_MEAN", "FMNIST_STD",
            "load_fashion_mnist",
-           "load_image_folder", "load_photos"]
+           "FolderIndex", "index_image_folder", "load_image_folder", "load_photos"]

@@ -1,7 +1,11 @@
-"""A folder of images, searched recursively; ids are the POSIX relative paths (stable across machines)."""
+"""A folder of images, searched recursively; ids are the POSIX relative paths (stable across machines).
+
+``index_image_folder`` lists the files and their class folders without reading a pixel: what streaming training and
+evaluation over a large folder hold in memory. ``load_image_folder`` decodes every image (small folders only)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,16 +26,39 @@ def list_images(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(to_rgb(im))
+@dataclass
+class FolderIndex:
+    """The files of a folder of images and, with class sub-folders, their labels (-1: a file at the root)."""
+
+    root: Path
+    paths: list[Path]
+    labels: np.ndarray
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def ids(self) -> list[str]:
+        return [p.relative_to(self.root).as_posix() for p in self.paths]
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self.classes) and bool((self.labels >= 0).any())
+
+    def subset(self, idx: np.ndarray | list[int]) -> FolderIndex:
+        idx = np.asarray(idx, dtype=np.int64)
+        return FolderIndex(self.root, [self.paths[i] for i in idx], self.labels[idx], self.classes)
 
 
-def load_image_folder(root: Path, label_from_parent: bool = True) -> ImageDataset:
-    """Loads every image below ``root``. With ``label_from_parent`` the parent folder name is the class."""
+def index_image_folder(root: Path, label_from_parent: bool = True, require_images: bool = False) -> FolderIndex:
+    """Every image file below ``root``. With ``label_from_parent`` the parent folder (relative to ``root``) is the
+    class. ``require_images``: a folder without one image is an error that names the accepted suffixes."""
     root = Path(root)
     paths = list_images(root)
-    ids = [p.relative_to(root).as_posix() for p in paths]
+    if require_images and not paths:
+        raise ValueError(f"{root} holds no images: looked for {', '.join(sorted(IMAGE_SUFFIXES))} files "
+                         "in it and its sub-folders")
     classes: list[str] = []
     labels = np.full(len(paths), -1, dtype=np.int64)
     if label_from_parent:
@@ -40,4 +67,16 @@ def load_image_folder(root: Path, label_from_parent: bool = True) -> ImageDatase
         classes = sorted({parent for parent in parents if parent != "."})
         index = {name: i for i, name in enumerate(classes)}
         labels = np.array([index.get(parent, -1) for parent in parents], dtype=np.int64)
-    return ImageDataset(f"folder:{root.name}", ids, [read_rgb(p) for p in paths], labels, classes)
+    return FolderIndex(root, paths, labels, classes)
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(to_rgb(im))
+
+
+def load_image_folder(root: Path, label_from_parent: bool = True) -> ImageDataset:
+    """Loads every image below ``root`` into memory (use ``index_image_folder`` and stream a large folder)."""
+    index = index_image_folder(root, label_from_parent)
+    return ImageDataset(f"folder:{Path(root).name}", index.ids, [read_rgb(p) for p in index.paths], index.labels,
+                        index.classes)

