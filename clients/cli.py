@@ -104,6 +104,60 @@ train_app.command("supervised")(_train_command(
     "supervised", "Supervised ViT training (cross-entropy on labels): the baseline DINO is compared with."))
 
 
+@app.command("register")
+def register_cmd(
+    run: Path = typer.Argument(None, help="a `vsearch train` run folder (its config.json says what the network is)"),
+    name: str = typer.Option(..., help="the model's name (lower case, digits, _): Triton's and Milvus' too"),
+    domain: str = typer.Option("", help="what the images are, for people choosing a model (e.g. 'brain MRI')"),
+    weights: Path = typer.Option(None, help="register a weights file instead of a run: a ViT state dict (official "
+                                            "DINO / timm keys) or EfficientNet-Lite0's"),
+    arch: str = typer.Option(None, help="with --weights: femto, pico, tiny, small, base or efficientnet_lite0"),
+    patch_size: int = typer.Option(16, help="with --weights: the ViT's patch size"),
+    input_size: int = typer.Option(224, help="with --weights: the input side in pixels"),
+    trained_on: str = typer.Option("", help="with --weights: the data it was trained on"),
+    to: Path = typer.Option(None, help="models folder (default: VSEARCH_MODELS_DIR, else weights/)"),
+) -> None:
+    """Make a trained (or your own) network a served extractor: `vsearch export` / `vsearch up` then take NAME."""
+    import os
+
+    from extractors.model_cards import ModelCard, card_from_run, write_card
+    from extractors.registry import COMMITTED_WEIGHTS, IMAGENET_MEAN, IMAGENET_STD
+
+    try:
+        if weights is not None:
+            if arch is None:
+                raise ValueError("--weights needs --arch (and --patch-size / --input-size for a ViT)")
+            card = ModelCard(name=name, arch=arch, patch_size=patch_size if arch != "efficientnet_lite0" else 0,
+                             input_size=input_size, mean=tuple(m / 255 for m in IMAGENET_MEAN),
+                             std=tuple(s / 255 for s in IMAGENET_STD), weights=weights.name, trained_on=trained_on,
+                             domain=domain, method="pre-trained")
+            source = weights
+        elif run is not None:
+            card, source = card_from_run(run, name, domain)
+        else:
+            raise ValueError("give a run folder or --weights FILE")
+        root = to or Path(os.environ.get("VSEARCH_MODELS_DIR", COMMITTED_WEIGHTS))
+        folder = write_card(card, source, root)
+    except (ValueError, FileNotFoundError) as e:
+        console.print(f"[red]cannot register[/]: {e}")
+        raise typer.Exit(2) from None
+    from extractors.model_cards import models_dirs
+    from extractors.registry import card_spec, load_extractor, register
+
+    register(card_spec(card, folder))
+    try:
+        load_extractor(name)  # the card must load the weights it names, now, not at serving time
+    except (ValueError, RuntimeError) as e:
+        (folder / "model.json").unlink()
+        console.print(f"[red]cannot register[/]: {source} does not load as {card.arch}: {e}")
+        raise typer.Exit(2) from None
+    serve = f"VSEARCH_MODELS='[\"{name}\"]' vsearch up"
+    console.print(f"[green]registered[/] {name} in {folder}: {card.arch} at {card.input_size} px, {card.trained_on}."
+                  f" Serve it: {serve}")
+    if root.resolve() not in {d.resolve() for d in models_dirs(COMMITTED_WEIGHTS)}:
+        console.print(f"[yellow]note[/]: set VSEARCH_MODELS_DIR={root} so that every command finds it")
+
+
 @app.command("knn-report")
 def knn_report_cmd(
     extractor: list[str] = typer.Option(None, help="extractor names (default: pixels, random, DINO, supervised)"),

@@ -28,6 +28,7 @@ from extractors.checkpoints import load_backbone
 from extractors.datasets import FMNIST_MEAN, FMNIST_STD
 from extractors.descriptors import CopyDescriptor, PCAWhitening
 from extractors.embedding import EmbeddingModel, GreyPixels, ViTCLSEmbedding, ViTEmbeddingWithAttention
+from extractors.model_cards import ModelCard, find_cards
 from extractors.served_files import CALIBRATION_FILE
 from extractors.vit import build_vit
 
@@ -173,6 +174,39 @@ for _spec in [
 ]:
     register(_spec)
 register(_efficientnet_spec())
+
+
+def card_spec(card: ModelCard, folder: Path) -> ExtractorSpec:
+    """A registered model's spec, from its card (extractors.model_cards)."""
+    mean = tuple(m * 255 for m in card.mean)
+    std = tuple(s * 255 for s in card.std)
+    description = f"{card.method or 'registered'}: {card.arch} at {card.input_size} px, {card.trained_on}"
+    if card.family == "cnn":
+        from extractors import efficientnet_lite as eff
+
+        return ExtractorSpec(name=card.name, family="cnn", description=description, input_size=card.input_size,
+                             dim=eff.EFFICIENTNET_LITE0_DIM, mean=mean, std=std, build=lambda: eff.EfficientNetLite0(),
+                             weights=lambda: folder / card.weights, trained_on=card.trained_on,
+                             labels_used=card.labels_used, photo_input_size=card.input_size)
+    whitening = (lambda: folder / WHITENING_FILE) if card.descriptor == "cls_gem_whitened" else None
+    spec = _vit_spec(card.name, description, card.arch, card.patch_size, card.input_size,
+                     lambda: folder / card.weights, mean, std, card.trained_on, card.labels_used, card.num_classes,
+                     whitening=whitening)
+    return spec
+
+
+def register_cards() -> None:
+    """Every card under weights/ and VSEARCH_MODELS_DIR; a card that names a built-in model is an error."""
+    builtin = set(REGISTRY) - _CARD_NAMES
+    for card, folder in find_cards(COMMITTED_WEIGHTS):
+        if card.name in builtin:
+            raise ValueError(f"{folder / 'model.json'} registers {card.name!r}, the name of a built-in model")
+        _CARD_NAMES.add(card.name)
+        register(card_spec(card, folder))
+
+
+_CARD_NAMES: set[str] = set()
+register_cards()
 
 
 def get_spec(name: str) -> ExtractorSpec:
