@@ -121,23 +121,23 @@ def register_cmd(
     import os
 
     from extractors.model_cards import ModelCard, card_from_run, write_card
-    from extractors.registry import COMMITTED_WEIGHTS, IMAGENET_MEAN, IMAGENET_STD
+    from extractors.normalization import IMAGENET_MEAN, IMAGENET_STD
+    from extractors.registry import COMMITTED_WEIGHTS, REGISTRY
 
     try:
         if weights is not None:
             if arch is None:
                 raise ValueError("--weights needs --arch (and --patch-size / --input-size for a ViT)")
             card = ModelCard(name=name, arch=arch, patch_size=patch_size if arch != "efficientnet_lite0" else 0,
-                             input_size=input_size, mean=tuple(m / 255 for m in IMAGENET_MEAN),
-                             std=tuple(s / 255 for s in IMAGENET_STD), weights=weights.name, trained_on=trained_on,
-                             domain=domain, method="pre-trained")
+                             input_size=input_size, mean=IMAGENET_MEAN, std=IMAGENET_STD, weights=weights.name,
+                             trained_on=trained_on, domain=domain, method="pre-trained")
             source = weights
         elif run is not None:
             card, source = card_from_run(run, name, domain)
         else:
             raise ValueError("give a run folder or --weights FILE")
         root = to or Path(os.environ.get("VSEARCH_MODELS_DIR", COMMITTED_WEIGHTS))
-        folder = write_card(card, source, root)
+        folder = write_card(card, source, root, set(REGISTRY))
     except (ValueError, FileNotFoundError) as e:
         console.print(f"[red]cannot register[/]: {e}")
         raise typer.Exit(2) from None

@@ -17,6 +17,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from extractors.normalization import training_normalization
+
 MODEL_CARD = "model.json"
 EFFICIENTNET = "efficientnet_lite0"
 
@@ -67,9 +69,7 @@ def card_from_run(run_dir: Path, name: str, domain: str = "") -> tuple[ModelCard
     weights = run_dir / ("teacher_backbone.pth" if dino else "backbone.pth")
     if not weights.exists():
         raise FileNotFoundError(f"{weights} is missing: the run has not finished an epoch yet")
-    from extractors.training import TrainConfig
-
-    mean, std = TrainConfig(**{k: cfg[k] for k in ("images", "dataset", "mean", "std") if k in cfg}).normalization()
+    mean, std = training_normalization(cfg.get("images", ""), cfg.get("mean"), cfg.get("std"))
     backbone = cfg["backbone"]
     images = cfg.get("images") or cfg.get("dataset", "")
     method = ("dino-adapted" if cfg.get("init_backbone") else "dino") if dino else "supervised"
@@ -82,13 +82,12 @@ def card_from_run(run_dir: Path, name: str, domain: str = "") -> tuple[ModelCard
     return card, weights
 
 
-def write_card(card: ModelCard, weights: Path, root: Path) -> Path:
-    """Copies the weights beside a new card under ``root/NAME/``; refuses a name the registry has already."""
-    from extractors.registry import REGISTRY
-
-    if card.name in REGISTRY and REGISTRY[card.name].weights() != Path(root) / card.name / card.weights:
-        raise ValueError(f"{card.name!r} is already a registered model: choose another --name")
+def write_card(card: ModelCard, weights: Path, root: Path, taken: set[str]) -> Path:
+    """Copies the weights beside a new card under ``root/NAME/``; refuses a name in ``taken`` (the registry's
+    models, but for a card registered here before: registering a run again updates it)."""
     folder = Path(root) / card.name
+    if card.name in taken and not (folder / MODEL_CARD).exists():
+        raise ValueError(f"{card.name!r} is already a registered model: choose another --name")
     folder.mkdir(parents=True, exist_ok=True)
     if Path(weights).resolve() != (folder / card.weights).resolve():
         shutil.copyfile(weights, folder / card.weights)

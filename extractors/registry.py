@@ -28,14 +28,15 @@ from extractors.checkpoints import load_backbone
 from extractors.datasets import FMNIST_MEAN, FMNIST_STD
 from extractors.descriptors import CopyDescriptor, PCAWhitening
 from extractors.embedding import EmbeddingModel, GreyPixels, ViTCLSEmbedding, ViTEmbeddingWithAttention
+from extractors import normalization
 from extractors.model_cards import ModelCard, find_cards
 from extractors.served_files import CALIBRATION_FILE
 from extractors.vit import build_vit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMMITTED_WEIGHTS = REPO_ROOT / "weights"
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+IMAGENET_MEAN = tuple(m * 255 for m in normalization.IMAGENET_MEAN)  # the registry's 0..255 scale
+IMAGENET_STD = tuple(s * 255 for s in normalization.IMAGENET_STD)
 FMNIST_MEAN_255 = tuple(m * 255 for m in FMNIST_MEAN)
 FMNIST_STD_255 = tuple(s * 255 for s in FMNIST_STD)
 PIXELS = "pixels"  # the raw-pixel floor's registry name (results.json and the reports use it)

@@ -31,13 +31,12 @@ from extractors.distributed import Runtime, all_reduce_mean
 from extractors.efficientnet_lite import EFFICIENTNET_LITE0_DIM, EfficientNetLite0
 from extractors.embedding import ViTCLSEmbedding
 from extractors.knn import knn_accuracy
+from extractors.normalization import training_normalization
 from extractors.registry import PIXELS, REGISTRY, FeatureHead, load_extractor
 from extractors.training_data import TrainingImages, decode_for_training, load_folder_pixels
 from extractors.vit import build_vit
 
 SKIPPED_FILES = "skipped_files.txt"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the usual statistics for photographs (0..1 scale): a folder's default
-IMAGENET_STD = (0.229, 0.224, 0.225)
 EFFICIENTNET = "efficientnet_lite0"  # the one CNN backbone: DINO adapts its ImageNet weights to a domain
 
 
@@ -82,9 +81,7 @@ class TrainConfig(BaseModel):
     checkpoint_every_min: float = 10.0  # also save in the middle of an epoch this often (a resume continues there)
 
     def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        if self.mean is not None and self.std is not None:
-            return self.mean, self.std
-        return (IMAGENET_MEAN, IMAGENET_STD) if self.images else (FMNIST_MEAN, FMNIST_STD)
+        return training_normalization(self.images, self.mean, self.std)
 
     @property
     def input_size(self) -> int:
