@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from extractors import normalization
 from extractors.checkpoints import load_backbone
 from extractors.datasets import FMNIST_MEAN, FMNIST_STD
 from extractors.descriptors import CopyDescriptor, PCAWhitening
 from extractors.embedding import EmbeddingModel, GreyPixels, ViTCLSEmbedding, ViTEmbeddingWithAttention
-from extractors import normalization
 from extractors.model_cards import ModelCard, find_cards
 from extractors.served_files import CALIBRATION_FILE
 from extractors.vit import build_vit
