@@ -121,15 +121,16 @@ def register_cmd(
     import os
 
     from extractors.model_cards import ModelCard, card_from_run, write_card
-    from extractors.normalization import IMAGENET_MEAN, IMAGENET_STD
+    from extractors.normalization import training_normalization
     from extractors.registry import COMMITTED_WEIGHTS, REGISTRY
 
     try:
         if weights is not None:
             if arch is None:
                 raise ValueError("--weights needs --arch (and --patch-size / --input-size for a ViT)")
+            mean, std = training_normalization("user weights", arch=arch)
             card = ModelCard(name=name, arch=arch, patch_size=patch_size if arch != "efficientnet_lite0" else 0,
-                             input_size=input_size, mean=IMAGENET_MEAN, std=IMAGENET_STD, weights=weights.name,
+                             input_size=input_size, mean=mean, std=std, weights=weights.name,
                              trained_on=trained_on, domain=domain, method="pre-trained")
             source = weights
         elif run is not None:
@@ -324,12 +325,13 @@ def models_cmd(address: str = _ADDRESS, token: str = _TOKEN) -> None:
         _fail(e)
     table = Table(title=f"models at {address}")
     table.add_column("name", no_wrap=True)
-    for col in ("dim", "input", "metric", "items", "verdicts"):
+    for col in ("dim", "input", "metric", "items", "verdicts", "for", "trained on"):
         table.add_column(col)
     for m in models:
         c = m.calibration
         verdicts = f"EXACT >= {c['exact_min_score']:.3f}, NEAR >= {c['near_duplicate_min_score']:.3f}" if c else "-"
-        table.add_row(m.name, str(m.dim), f"{m.input_size}x{m.input_size}", m.metric, str(m.count), verdicts)
+        table.add_row(m.name, str(m.dim), f"{m.input_size}x{m.input_size}", m.metric, str(m.count), verdicts,
+                      m.domain or "-", m.trained_on or "-")
     console.print(table)
     for m in models:
         if m.note:
@@ -438,10 +440,23 @@ def eval_cmd(
                                                    "(gateway -> Triton -> Milvus) against exact search"),
     representations: bool = typer.Option(True, help="also the graded near-duplicates, semantic bias, label "
                                                      "efficiency, digits transfer and attention (headline.json)"),
+    images: Path = typer.Option(None, help="evaluate on this folder of images instead of Fashion-MNIST (class "
+                                           "sub-folders add class retrieval); report in reports/domains/<set>/"),
+    queries: Path = typer.Option(None, help="with --images: a folder of query images with the same class folders "
+                                            "(e.g. a test split); default: a held-out fifth of --images"),
+    name: str = typer.Option(None, help="with --images: the set's name (report folder, targets)"),
+    copy_sources: int = typer.Option(300, help="with --images: database images turned into graded copies"),
+    workers: int = typer.Option(1, help="with --images: image-decoding processes"),
 ) -> None:
     """The comparison: class retrieval and copy detection for every extractor, the representations
-    measurements and headline.json, then the reports."""
+    measurements and headline.json, then the reports. With --images: the same questions on your own folder."""
     import torch
+
+    if images is not None:
+        if threads:
+            torch.set_num_threads(threads)
+        _eval_folder(images, queries, name, extractor, quick, copy_sources, workers, seed, out)
+        return
 
     from evaluation.protocol import run_protocol
     from evaluation.report import write_report
@@ -468,6 +483,23 @@ def eval_cmd(
             console.print(f"{mark} {t['target']}: {t.get('measured')} vs {t.get('threshold')}")
     if report or report_only:
         console.print(f"report written to [cyan]{write_report(out)}[/] (and report.html, figures/, explain/)")
+
+
+def _eval_folder(images: Path, queries: Path | None, name: str | None, extractors: list[str] | None, quick: bool,
+                 copy_sources: int, workers: int, seed: int, out: Path) -> None:
+    from evaluation.domain_report import PRETRAINED, write_domain_report
+    from evaluation.folder_eval import FolderEvalConfig, evaluate_folder
+    from extractors.registry import PIXELS
+
+    set_name = name or images.resolve().name
+    cfg = FolderEvalConfig(n_sources=copy_sources, quick=quick, seed=seed, workers=workers)
+    try:
+        result = evaluate_folder(images, extractors or [PIXELS, PRETRAINED], queries, cfg, set_name)
+    except (ValueError, NotADirectoryError, KeyError) as e:
+        console.print(f"[red]cannot evaluate[/]: {e}")
+        raise typer.Exit(2) from None
+    folder = out if out != Path("reports/comparison") else Path("reports/domains") / set_name
+    console.print(f"report written to [cyan]{write_domain_report(result, folder)}[/]")
 
 
 @app.command("explain")

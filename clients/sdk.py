@@ -119,6 +119,9 @@ class ModelInfo:
     input_size: int
     calibration: dict | None = None  # the verdict thresholds (Calibration's fields), None when uncalibrated
     note: str = ""  # why a model gives no verdicts
+    trained_on: str = ""  # what the network learnt from
+    domain: str = ""  # what kind of images it is for
+    description: str = ""
 
 
 def image_bytes(image) -> bytes:
@@ -283,7 +286,8 @@ def model_info(m: pb.ModelInfo) -> ModelInfo:
         "version": c.version, "exact_min_score": c.exact_min_score, "exact_precision": c.exact_precision,
         "exact_recall": c.exact_recall, "near_duplicate_min_score": c.near_duplicate_min_score,
         "near_duplicate_precision": c.near_duplicate_precision, "near_duplicate_recall": c.near_duplicate_recall}
-    return ModelInfo(m.name, m.dim, m.metric, m.count, m.input_size, calibration, m.note)
+    return ModelInfo(m.name, m.dim, m.metric, m.count, m.input_size, calibration, m.note, m.trained_on, m.domain,
+                     m.description)
 
 
 def embed_request(model: str, images: list) -> pb.EmbedRequest:

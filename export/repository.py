@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from export.onnx_export import export_onnx
 from export.parity import ParityResult, check_contributions_parity, check_parity, onnx_session
 from export.triton_config import TritonModelConfig, parse_config, render_config
 from extractors.registry import committed_calibration, get_spec
-from extractors.served_files import CALIBRATION_FILE
+from extractors.served_files import CALIBRATION_FILE, MODEL_INFO_FILE
 from extractors.tensor_names import EMBEDDING_OUTPUT, INPUT_NAME
 
 MODEL_PY = Path(__file__).parent / "templates" / "model.py"
@@ -61,7 +62,19 @@ def export_model(name: str, repo: Path, target: str, config: TritonModelConfig, 
     parse_config(text)  # never write a config Triton would reject
     (model_dir / "config.pbtxt").write_text(text)
     place_calibration(name, model_dir)
+    place_model_info(name, model_dir)
     return result
+
+
+def model_info(name: str) -> dict:
+    """What the gateway tells users about a served model (``MODEL_INFO_FILE``): from the registry or its card."""
+    spec = get_spec(name)
+    return {"description": spec.description, "trained_on": spec.trained_on, "domain": spec.domain,
+            "labels_used": spec.labels_used, "input_size": spec.input_size}
+
+
+def place_model_info(name: str, model_dir: Path) -> None:
+    (Path(model_dir) / MODEL_INFO_FILE).write_text(json.dumps(model_info(name), indent=1) + "\n")
 
 
 def place_calibration(name: str, model_dir: Path) -> None:

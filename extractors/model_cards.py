@@ -69,8 +69,8 @@ def card_from_run(run_dir: Path, name: str, domain: str = "") -> tuple[ModelCard
     weights = run_dir / ("teacher_backbone.pth" if dino else "backbone.pth")
     if not weights.exists():
         raise FileNotFoundError(f"{weights} is missing: the run has not finished an epoch yet")
-    mean, std = training_normalization(cfg.get("images", ""), cfg.get("mean"), cfg.get("std"))
     backbone = cfg["backbone"]
+    mean, std = training_normalization(cfg.get("images", ""), cfg.get("mean"), cfg.get("std"), backbone["arch"])
     images = cfg.get("images") or cfg.get("dataset", "")
     method = ("dino-adapted" if cfg.get("init_backbone") else "dino") if dino else "supervised"
     card = ModelCard(

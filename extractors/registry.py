@@ -39,6 +39,7 @@ IMAGENET_MEAN = tuple(m * 255 for m in normalization.IMAGENET_MEAN)  # the regis
 IMAGENET_STD = tuple(s * 255 for s in normalization.IMAGENET_STD)
 FMNIST_MEAN_255 = tuple(m * 255 for m in FMNIST_MEAN)
 FMNIST_STD_255 = tuple(s * 255 for s in FMNIST_STD)
+FMNIST_DOMAIN = "garments (Fashion-MNIST), 28 px grey"
 PIXELS = "pixels"  # the raw-pixel floor's registry name (results.json and the reports use it)
 WHITENING_FILE = "whitening.pth"
 
@@ -69,6 +70,7 @@ class ExtractorSpec:
     # ViTs: where the PCA whitening of the served CLS + GeM descriptor lies (extractors.descriptors); None: the CLS
     # token is the embedding (official checkpoints, until someone fits a whitening for them).
     whitening: Callable[[], Path] | None = None
+    domain: str = ""  # what kind of images it is for, in a few words (ListModels shows it)
 
     @property
     def has_attention(self) -> bool:
@@ -84,13 +86,13 @@ class ExtractorSpec:
 
 
 def _vit_spec(name, description, arch, patch, img, weights, mean, std, trained_on, labels_used, num_classes=0,
-              whitening=None):
+              whitening=None, domain="photos (ImageNet)"):
     dims = {"femto": 128, "pico": 128, "tiny": 192, "small": 384, "base": 768}
     return ExtractorSpec(
         name=name, family="vit", description=description, input_size=img,
         dim=dims[arch] * (2 if whitening else 1), mean=mean, std=std,
         build=lambda: build_vit(arch, patch, img_size=img, num_classes=num_classes), weights=weights,
-        trained_on=trained_on, labels_used=labels_used, whitening=whitening,
+        trained_on=trained_on, labels_used=labels_used, whitening=whitening, domain=domain,
     )
 
 
@@ -100,7 +102,7 @@ def _ours(name: str, description: str, weights_file: str | None, trained_on: str
     ``vsearch fit-whitening`` learns on training images and keeps beside the weights."""
     return _vit_spec(name, description, "femto", 7, 28, _committed(name, weights_file) if weights_file else
                      (lambda: None), FMNIST_MEAN_255, FMNIST_STD_255, trained_on, labels_used, num_classes,
-                     whitening=_committed(name, WHITENING_FILE))
+                     whitening=_committed(name, WHITENING_FILE), domain=FMNIST_DOMAIN)
 
 
 def _committed(folder: str, file: str) -> Callable[[], Path]:
@@ -125,6 +127,7 @@ def _efficientnet_spec() -> ExtractorSpec:
         input_size=eff.EFFICIENTNET_LITE0_INPUT_SIZE, dim=eff.EFFICIENTNET_LITE0_DIM,
         mean=eff.EFFICIENTNET_LITE0_MEAN, std=eff.EFFICIENTNET_LITE0_STD,
         build=lambda: eff.EfficientNetLite0(), weights=weights, trained_on="ImageNet-1k", labels_used=True,
+        domain="photos (ImageNet)",
     )
 
 
@@ -188,11 +191,11 @@ def card_spec(card: ModelCard, folder: Path) -> ExtractorSpec:
         return ExtractorSpec(name=card.name, family="cnn", description=description, input_size=card.input_size,
                              dim=eff.EFFICIENTNET_LITE0_DIM, mean=mean, std=std, build=lambda: eff.EfficientNetLite0(),
                              weights=lambda: folder / card.weights, trained_on=card.trained_on,
-                             labels_used=card.labels_used, photo_input_size=card.input_size)
+                             labels_used=card.labels_used, photo_input_size=card.input_size, domain=card.domain)
     whitening = (lambda: folder / WHITENING_FILE) if card.descriptor == "cls_gem_whitened" else None
     spec = _vit_spec(card.name, description, card.arch, card.patch_size, card.input_size,
                      lambda: folder / card.weights, mean, std, card.trained_on, card.labels_used, card.num_classes,
-                     whitening=whitening)
+                     whitening=whitening, domain=card.domain)
     return spec
 
 

@@ -81,7 +81,7 @@ class TrainConfig(BaseModel):
     checkpoint_every_min: float = 10.0  # also save in the middle of an epoch this often (a resume continues there)
 
     def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        return training_normalization(self.images, self.mean, self.std)
+        return training_normalization(self.images, self.mean, self.std, self.backbone.arch)
 
     @property
     def input_size(self) -> int:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from export.repository import ExportResult, export_model, place_calibration
+from export.repository import ExportResult, export_model, place_calibration, place_model_info
 from export.triton_config import TritonModelConfig
 from extractors.contributions import served_outputs
 from extractors.registry import get_spec
@@ -40,8 +40,9 @@ def ensure_exported(settings: Settings) -> None:
         if not onnx_path.exists() or stale:
             console.print(f"exporting [cyan]{name}[/] to {settings.model_repository}")
             export_served(name, settings.model_repository, "cpu", settings)
-        else:  # a recalibration needs no new graph: only its file beside the model
+        else:  # a recalibration needs no new graph: only its files beside the model
             place_calibration(name, settings.model_repository / name)
+            place_model_info(name, settings.model_repository / name)
 
 
 def lacks_outputs(onnx_path: Path, outputs: list[str]) -> bool:

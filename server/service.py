@@ -41,6 +41,7 @@ from server.imaging import Box, open_image
 from server.live_recall import LiveRecall
 from server.load_metrics import LoadMetrics
 from server.metrics import GatewayMetrics
+from server.model_info import read_model_info
 from server.recent_writes import RecentWrites
 from server.settings import Settings
 from server.shedding import QuerySlots, deadline_of, refuse_if_late
@@ -217,9 +218,11 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         for m in self._models.values():
             info = await self._store(self.store.describe, m.name)
             loaded = self.calibrations.get(m.name)
+            about = read_model_info(self.settings.model_repository, m.name)
             out.append(pb.ModelInfo(name=m.name, dim=m.dim, metric="COSINE", input_size=m.input_size,
                                     count=int(info["count"]) if info else 0, note=loaded.note,
-                                    calibration=_calibration_proto(loaded)))
+                                    calibration=_calibration_proto(loaded), description=about.description,
+                                    trained_on=about.trained_on, domain=about.domain))
         return pb.ListModelsResponse(models=out)
 
     # ------------------------------------------------------------------- Embed and FindDuplicates (issue 15)

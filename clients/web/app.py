@@ -30,6 +30,8 @@ class ModelOut(BaseModel):
     dim: int
     count: int
     input_size: int
+    trained_on: str = ""
+    domain: str = ""
 
 
 class ExplanationOut(BaseModel):
@@ -125,8 +127,8 @@ def create_app(gateway: str, timeout_s: float = 60.0, max_upload_bytes: int = MA
     @app.get("/api/models", response_model=list[ModelOut], responses=errors)
     def models(authorization: Annotated[str | None, Header()] = None) -> list[ModelOut]:
         """The gateway's models (ListModels)."""
-        return [ModelOut(name=m.name, dim=m.dim, count=m.count, input_size=m.input_size)
-                for m in client(authorization).list_models()]
+        return [ModelOut(name=m.name, dim=m.dim, count=m.count, input_size=m.input_size, trained_on=m.trained_on,
+                         domain=m.domain) for m in client(authorization).list_models()]
 
     @app.get("/api/examples", response_model=list[str])
     def example_names() -> list[str]:

@@ -195,6 +195,25 @@ def test_photo_upload(browser, web, indexed, tmp_path):
     _shot(browser, "photo_upload.png")
 
 
+def test_a_photo_dropped_on_the_garment_model_is_searched_with_a_photo_model(browser, web, indexed, tmp_path):
+    """A new user's first try: the default (a 28 px garment ViT) chosen, a portrait-sized photo dropped."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    _, _, photos = indexed
+    query = tmp_path / "astronaut.jpg"
+    photos.pil(photos.ids.index("skimage/astronaut.png")).convert("RGB").save(query, "JPEG", quality=90)
+    _open(browser, web)
+    _upload(browser, query, VIT_MODEL)
+    _wait(browser, lambda d: len(_hits(d)) == 12 and (_first_id(d) or "").endswith("skimage/astronaut.png"),
+          "the photo first, searched with the photo model")
+    assert Select(browser.find_element(By.ID, "model")).first_selected_option.get_attribute("value") == CNN_MODEL
+    note = browser.find_element(By.ID, "model-note").text
+    assert CNN_MODEL in note and "28 px" in note, note
+    options = browser.execute_script("return [...document.querySelectorAll('#model option')].map(o => o.title)")
+    assert any("Fashion-MNIST" in t for t in options), options  # what each model was trained on, on hover
+
+
 def test_a_non_image_upload_shows_the_gateways_message(browser, web, indexed, tmp_path):
     from selenium.webdriver.common.by import By
 

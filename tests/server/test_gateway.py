@@ -204,6 +204,9 @@ def test_list_models(gateway, indexed):
     assert models[VIT_MODEL].dim == VIT_DIM and models[VIT_MODEL].input_size == 28
     assert models[CNN_MODEL].dim == 1280 and models[CNN_MODEL].count >= 30
     assert models[VIT_MODEL].metric == "COSINE"
+    # What each model is for and learnt from, as export wrote it beside the model (model_info.json)
+    assert models[VIT_MODEL].domain.startswith("garments") and "Fashion-MNIST" in models[VIT_MODEL].trained_on
+    assert models[CNN_MODEL].domain.startswith("photos") and models[CNN_MODEL].trained_on == "ImageNet-1k"
 
 
 def bomb_png() -> bytes:

@@ -43,7 +43,9 @@ async function loadModels() {
     for (const m of await api("/api/models")) {
       const option = document.createElement("option");
       option.value = m.name;
-      option.textContent = `${m.name} (${m.count} items)`;
+      option.textContent = `${m.name} (${m.count} items)` + (m.domain ? ` - ${m.domain}` : "");
+      option.title = m.trained_on ? `trained on ${m.trained_on}` : "";
+      option.dataset.inputSize = m.input_size;
       select.append(option);
     }
     if (previous) select.value = previous;
@@ -69,6 +71,31 @@ async function loadExamples() {
     });
     box.append(img);
   }
+}
+
+// A user's own file: a model made for small grey images (28 px garments) is no default for a photo. Keep the chosen
+// model when it takes images of the file's size; else switch to the first model that does, and say so.
+async function suitModelTo(file) {
+  let bitmap;
+  try { bitmap = await createImageBitmap(file); } catch { return; }
+  const side = Math.min(bitmap.width, bitmap.height);
+  bitmap.close();
+  const options = [...$("model").options];
+  const current = options.find((o) => o.value === $("model").value);
+  const suits = (o) => side <= 2 * Number(o.dataset.inputSize) || Number(o.dataset.inputSize) >= 64;
+  if (!current || suits(current)) return;
+  const better = options.find(suits);
+  if (better) {
+    $("model").value = better.value;
+    $("model-note").textContent = `searching with ${better.value}: ${current.value} is made for ` +
+      `${current.dataset.inputSize} px images (${current.textContent.split(" - ")[1] || "another kind"})`;
+  }
+}
+
+async function setUserFile(file) {
+  $("model-note").textContent = "";
+  await suitModelTo(file);
+  setQuery({ file });
 }
 
 function setQuery(query) {
@@ -211,18 +238,18 @@ function setupBox() {
 function setup() {
   $("token").value = token();
   $("token-save").addEventListener("click", () => { localStorage.setItem("vsearch-token", $("token").value.trim()); loadModels(); });
-  $("file").addEventListener("change", (e) => { if (e.target.files[0]) setQuery({ file: e.target.files[0] }); });
+  $("file").addEventListener("change", (e) => { if (e.target.files[0]) setUserFile(e.target.files[0]); });
   const drop = $("drop");
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
   drop.addEventListener("drop", (e) => {
     e.preventDefault();
     drop.classList.remove("over");
-    if (e.dataTransfer.files[0]) setQuery({ file: e.dataTransfer.files[0] });
+    if (e.dataTransfer.files[0]) setUserFile(e.dataTransfer.files[0]);
   });
   $("preview").addEventListener("error", () => { /* not an image: the server's answer says why */ });
   $("options").addEventListener("submit", (e) => { e.preventDefault(); search(); });
-  $("model").addEventListener("change", () => search());
+  $("model").addEventListener("change", () => { $("model-note").textContent = ""; search(); });
   $("hide-dups").addEventListener("change", render);
   setupBox();
   loadModels();
