@@ -16,11 +16,13 @@ from evaluation.document import Doc
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results"
 # The order of the sections, and of ``make bench``.
-ORDER = ["embedding", "dynamic_batching", "gateway_search", "vector_search", "ingest", "explain", "dedup", "open_loop"]
+ORDER = ["embedding", "dynamic_batching", "gateway_search", "vector_search", "ingest", "explain", "dedup", "open_loop",
+         "training"]
 TITLES = {"embedding": "Embedding through Triton", "dynamic_batching": "Dynamic batching in Triton",
           "gateway_search": "Search by image through the gateway", "vector_search": "Vector search in Milvus",
           "ingest": "Indexing through the gateway", "explain": "Why-similar explanations: cost",
-          "dedup": "Duplicate groups", "open_loop": "Throughput at a latency objective (open loop)"}
+          "dedup": "Duplicate groups", "open_loop": "Throughput at a latency objective (open loop)",
+          "training": "Training throughput per preset"}
 
 
 def load_module(name: str) -> ModuleType:
