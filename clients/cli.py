@@ -265,7 +265,9 @@ def up_cmd(milvus_uri: str = typer.Option(None, help="use this Milvus instead of
         signal.signal(sig, lambda *_: stop.set())
     settings = Settings()
     web_port = settings.web_port if web_port is None else web_port
-    with Stack(settings, milvus_uri=milvus_uri, gateway_port=port or settings.port) as stack, \
+    # The configured metrics port (not a free one), where `vsearch stats` and Prometheus look for it.
+    with Stack(settings, milvus_uri=milvus_uri, gateway_port=port or settings.port,
+               metrics_port=settings.metrics_port) as stack, \
             (WebServer(stack.address, settings.host, web_port) if web_port else contextlib.nullcontext()) as web:
         console.print(f"[green]up[/]: search at [bold]{stack.address}[/]; Ctrl+C stops everything")
         if web is not None:
@@ -340,11 +342,15 @@ def models_cmd(address: str = _ADDRESS, token: str = _TOKEN) -> None:
 
 @app.command("stats")
 def stats_cmd(address: str = _ADDRESS, token: str = _TOKEN,
-              metrics_url: str = typer.Option("http://127.0.0.1:9464/metrics",
-                                              help="the gateway's Prometheus endpoint")) -> None:
+              metrics_url: str = typer.Option(None, help="the gateway's Prometheus endpoint (default: the gateway's "
+                                                         "host at VSEARCH_METRICS_PORT, where `vsearch up` serves it)"),
+              ) -> None:
     """Health, items per model and the gateway's request/latency counters."""
     import urllib.request
 
+    from server.settings import Settings
+
+    metrics_url = metrics_url or f"http://{address.rsplit(':', 1)[0]}:{Settings().metrics_port}/metrics"
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from rich.table import Table

@@ -27,7 +27,7 @@ class GatewayStartupError(RuntimeError):
 class GatewayProcess:
     def __init__(self, triton_urls: list[str], milvus_uri: str, port: int | None = None, host: str = "127.0.0.1",
                  env: dict[str, str] | None = None, log_path: Path | None = None,
-                 startup_timeout_s: float = 60) -> None:
+                 startup_timeout_s: float = 60, metrics_port: int | None = None) -> None:
         self.host = host
         self.port = port or free_port()
         self.triton_urls = triton_urls
@@ -37,7 +37,7 @@ class GatewayProcess:
                                                                              suffix=".log")[1])
         self.startup_timeout_s = startup_timeout_s
         self.proc: subprocess.Popen | None = None
-        self.metrics_port = free_port()
+        self.metrics_port = metrics_port or free_port()
 
     @property
     def address(self) -> str:

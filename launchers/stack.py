@@ -19,10 +19,12 @@ console = Console()
 
 class Stack(contextlib.AbstractContextManager):
     def __init__(self, settings: Settings | None = None, milvus_uri: str | None = None,
-                 gateway_port: int | None = None, gateway_env: dict[str, str] | None = None) -> None:
+                 gateway_port: int | None = None, gateway_env: dict[str, str] | None = None,
+                 metrics_port: int | None = None) -> None:
         self.settings = settings or Settings()
         self.milvus_uri = milvus_uri
         self.gateway_port = gateway_port
+        self.metrics_port = metrics_port  # None: a free port (tests run stacks side by side)
         self.gateway_env = gateway_env or {}
         self.triton: TritonServer | None = None
         self.milvus: MilvusServer | None = None
@@ -46,8 +48,10 @@ class Stack(contextlib.AbstractContextManager):
                 # The gateway reads the models' calibrations beside them in the repository Triton serves.
                 env = {"VSEARCH_MODEL_REPOSITORY": str(Path(s.model_repository).resolve()), **self.gateway_env}
                 self.gateway = self._stack.enter_context(
-                    GatewayProcess([self.triton.grpc_url], uri, port=self.gateway_port, env=env))
-            console.print(f"gateway ready on [bold]{self.gateway.address}[/]")
+                    GatewayProcess([self.triton.grpc_url], uri, port=self.gateway_port, env=env,
+                                   metrics_port=self.metrics_port))
+            console.print(f"gateway ready on [bold]{self.gateway.address}[/], metrics on "
+                          f"http://{self.gateway.host}:{self.gateway.metrics_port}/metrics")
         except BaseException:
             self.stop()
             raise

@@ -67,6 +67,14 @@ def test_stats_reads_health_counts_and_metrics(gateway):
     assert "SERVING" in result.output and "Search" in result.output
 
 
+def test_stats_finds_the_metrics_where_the_gateway_serves_them(gateway):
+    """No --metrics-url: the gateway's host at VSEARCH_METRICS_PORT, the port `vsearch up` gives the gateway."""
+    result = runner.invoke(app, ["stats", "--address", gateway.address],
+                           env={"VSEARCH_METRICS_PORT": str(gateway.process.metrics_port)})
+    assert result.exit_code == 0, result.output
+    assert "not reachable" not in result.output and "requests by method" in result.output
+
+
 def test_errors_a_person_understands(gateway, tmp_path):
     down = runner.invoke(app, ["models", "--address", f"127.0.0.1:{free_port()}"])
     assert down.exit_code == 3 and "vsearch up" in down.output
