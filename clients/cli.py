@@ -453,6 +453,8 @@ def eval_cmd(
     name: str = typer.Option(None, help="with --images: the set's name (report folder, targets)"),
     copy_sources: int = typer.Option(300, help="with --images: database images turned into graded copies"),
     workers: int = typer.Option(1, help="with --images: image-decoding processes"),
+    group_pattern: str = typer.Option("", help="with --images and no --queries: hold out whole groups, a regex "
+                                               r"whose first group is a file's group (video frames: r'^(\d+)_')"),
 ) -> None:
     """The comparison: class retrieval and copy detection for every extractor, the representations
     measurements and headline.json, then the reports. With --images: the same questions on your own folder."""
@@ -461,7 +463,7 @@ def eval_cmd(
     if images is not None:
         if threads:
             torch.set_num_threads(threads)
-        _eval_folder(images, queries, name, extractor, quick, copy_sources, workers, seed, out)
+        _eval_folder(images, queries, name, extractor, quick, copy_sources, workers, seed, out, group_pattern)
         return
 
     from evaluation.protocol import run_protocol
@@ -492,13 +494,14 @@ def eval_cmd(
 
 
 def _eval_folder(images: Path, queries: Path | None, name: str | None, extractors: list[str] | None, quick: bool,
-                 copy_sources: int, workers: int, seed: int, out: Path) -> None:
+                 copy_sources: int, workers: int, seed: int, out: Path, group_pattern: str = "") -> None:
     from evaluation.domain_report import PRETRAINED, write_domain_report
     from evaluation.folder_eval import FolderEvalConfig, evaluate_folder
     from extractors.registry import PIXELS
 
     set_name = name or images.resolve().name
-    cfg = FolderEvalConfig(n_sources=copy_sources, quick=quick, seed=seed, workers=workers)
+    cfg = FolderEvalConfig(n_sources=copy_sources, quick=quick, seed=seed, workers=workers,
+                           group_pattern=group_pattern)
     try:
         result = evaluate_folder(images, extractors or [PIXELS, PRETRAINED], queries, cfg, set_name)
     except (ValueError, NotADirectoryError, KeyError) as e:

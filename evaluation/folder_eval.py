@@ -22,6 +22,7 @@ seeded random initialisation (the "no training" floor of that architecture).
 from __future__ import annotations
 
 import platform
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -58,6 +59,9 @@ class FolderEvalConfig:
     seed: int = 0
     batch_size: int = 64
     workers: int = 1
+    # Held-out queries by group, not by file: a regex whose first group names a file's group (GTSRB: the track,
+    # r"^(\d+)_" of "00012_00029.png"), so no query has a near-duplicate frame of its own group in the database.
+    group_pattern: str = ""
 
 
 def _progress() -> Progress:
@@ -111,11 +115,32 @@ def split_queries(db: FolderIndex, queries: Path | None, cfg: FolderEvalConfig) 
         q.labels = relabel[q.labels]
         q.classes = db.classes
         return db, q.subset(np.flatnonzero(q.labels >= 0))
-    labelled = np.random.default_rng(cfg.seed).permutation(np.flatnonzero(db.labels >= 0))
+    rng = np.random.default_rng(cfg.seed)
+    labelled = np.flatnonzero(db.labels >= 0)
     n_q = min(cfg.max_queries, len(labelled) // 5)
-    q_idx = np.sort(labelled[:n_q])
+    if cfg.group_pattern:
+        groups = file_groups(db, cfg.group_pattern)
+        q_idx = []
+        for g in rng.permutation(sorted(set(groups[labelled]))):  # whole groups, until a fifth of the images
+            if len(q_idx) >= n_q:
+                break
+            q_idx += [i for i in labelled if groups[i] == g]
+        q_idx = np.sort(np.asarray(q_idx, dtype=np.int64))
+    else:
+        q_idx = np.sort(rng.permutation(labelled)[:n_q])
     rest = np.setdiff1d(np.arange(len(db)), q_idx)
     return db.subset(rest), db.subset(q_idx)
+
+
+def file_groups(index: FolderIndex, pattern: str) -> np.ndarray:
+    """Each file's group: its class folder plus the regex's first group on the file name (the whole name when the
+    regex does not match: a group of its own)."""
+    rx = re.compile(pattern)
+    out = []
+    for p in index.paths:
+        m = rx.search(p.name)
+        out.append(f"{p.parent.name}/{m.group(1) if m else p.name}")
+    return np.asarray(out)
 
 
 def copy_queries(db: FolderIndex, cfg: FolderEvalConfig) -> tuple[dict[str, list[np.ndarray]], np.ndarray]:
@@ -180,7 +205,7 @@ def evaluate_folder(images: Path, extractors: list[str], queries: Path | None = 
     result: dict = {
         "set": name or Path(images).name, "images": str(images), "queries": str(queries) if queries else None,
         "db_images": len(db), "query_images": len(q) if q is not None else 0, "classes": full.classes,
-        "copy_sources": len(sources), "levels": list(edits), "geometric_levels": geometric,
+        "group_pattern": cfg.group_pattern or None, "copy_sources": len(sources), "levels": list(edits), "geometric_levels": geometric,
         "duplicate_queries": int(len(duplicates)), "duplicate_cosine": DUPLICATE_COSINE, "extractors": {},
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),

@@ -93,3 +93,20 @@ def test_targets_take_the_best_label_free_extractor():
 def test_a_folder_without_images_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["eval", "--images", str(tmp_path), "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "holds no images" in " ".join(result.output.split())
+
+
+def test_held_out_queries_by_group_never_share_a_group_with_the_database(tmp_path):
+    """Video frames: files ``TTTTT_FFFFF.png``; a query's track has no frame left in the database."""
+    from evaluation.folder_eval import file_groups, split_queries
+    from extractors.datasets import index_image_folder
+
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for track in range(5):
+            for frame in range(4):
+                Image.new("L", (4, 4), track * 40 + frame).save(tmp_path / c / f"{track:05d}_{frame:05d}.png")
+    index = index_image_folder(tmp_path)
+    db, q = split_queries(index, None, FolderEvalConfig(group_pattern=r"^(\d+)_"))
+    db_groups = set(file_groups(db, r"^(\d+)_"))
+    q_groups = set(file_groups(q, r"^(\d+)_"))
+    assert q_groups and not q_groups & db_groups and len(q) % 4 == 0 and len(db) + len(q) == 40
