@@ -205,7 +205,8 @@ def evaluate_folder(images: Path, extractors: list[str], queries: Path | None = 
     result: dict = {
         "set": name or Path(images).name, "images": str(images), "queries": str(queries) if queries else None,
         "db_images": len(db), "query_images": len(q) if q is not None else 0, "classes": full.classes,
-        "group_pattern": cfg.group_pattern or None, "copy_sources": len(sources), "levels": list(edits), "geometric_levels": geometric,
+        "group_pattern": cfg.group_pattern or None, "copy_sources": len(sources), "levels": list(edits),
+        "geometric_levels": geometric,
         "duplicate_queries": int(len(duplicates)), "duplicate_cosine": DUPLICATE_COSINE, "extractors": {},
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
