@@ -51,12 +51,31 @@ def loadavg() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def served_models() -> dict[str, str]:
+    """{model: weights hash} of the models a stack serves now (``Settings().models``): recorded beside every result,
+    so BENCHMARKS.md and the suite can tell figures of a model since retrained."""
+    from extractors.registry import weights_hash
+    from server.settings import Settings
+
+    return {name: weights_hash(name) for name in Settings().models}
+
+
+def stale_models(result: dict) -> dict[str, tuple[str, str]]:
+    """{model: (hash measured, hash served now)} for each model whose weights changed since ``result`` was measured;
+    a result from before hashes were recorded has every served model stale (hash measured "unrecorded")."""
+    now = served_models()
+    then = result.get("served_models")
+    if then is None:
+        return {m: ("unrecorded", h) for m, h in now.items()}
+    return {m: (then.get(m, "absent"), h) for m, h in now.items() if then.get(m) != h}
+
+
 def write_result(name: str, payload: dict) -> Path:
     machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                "loadavg_1m_at_end": loadavg()}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"machine": machine, **payload}, indent=2))
+    path.write_text(json.dumps({"machine": machine, "served_models": served_models(), **payload}, indent=2))
     return path
 
 

@@ -67,6 +67,13 @@ def _header(doc: Doc, results: dict[str, dict]) -> None:
                           for name, m in machines.items())
         doc.p(f"Machine: {' / '.join(cpus)} CPU cores" + (f", {' / '.join(platforms)}" if platforms else "")
               + f". 1-minute load average when each benchmark ended: {loads}.")
+    stale = {name: common.stale_models(r) for name, r in results.items()}
+    stale = {name: models for name, models in stale.items() if models}
+    if stale:
+        doc.p("**Stale figures**: measured with other weights than the models served now (weights hash measured -> "
+              "served; `unrecorded`: measured before hashes were recorded). Re-run them with `make bench`.")
+        doc.bullets([f"{name}: " + ", ".join(f"{m} {then} -> {now}" for m, (then, now) in models.items())
+                     for name, models in stale.items()])
     quick = [name for name, r in results.items() if r.get("quick")]
     if quick:
         doc.p(f"**Quick (smoke) figures** for {', '.join(quick)}: bounded runs, not the committed ones.")

@@ -451,7 +451,8 @@ def eval_cmd(
     queries: Path = typer.Option(None, help="with --images: a folder of query images with the same class folders "
                                             "(e.g. a test split); default: a held-out fifth of --images"),
     name: str = typer.Option(None, help="with --images: the set's name (report folder, targets)"),
-    copy_sources: int = typer.Option(300, help="with --images: database images turned into graded copies"),
+    copy_sources: int = typer.Option(100, help="with --images: database images turned into graded copies (each x 39 "
+                                                "edit levels)"),
     workers: int = typer.Option(1, help="with --images: image-decoding processes"),
     group_pattern: str = typer.Option("", help="with --images and no --queries: hold out whole groups, a regex "
                                                r"whose first group is a file's group (video frames: r'^(\d+)_')"),

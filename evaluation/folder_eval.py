@@ -53,7 +53,7 @@ RANDOM_PREFIX = "random:"
 
 @dataclass(frozen=True)
 class FolderEvalConfig:
-    n_sources: int = 300  # database images turned into graded copies
+    n_sources: int = 100  # database images turned into graded copies (x 39 edit levels = the copy queries)
     max_queries: int = 5000  # held-out class-retrieval queries when no query folder is given
     quick: bool = False  # the quick edit levels and 100 sources: for tests and smoke runs
     seed: int = 0

@@ -16,6 +16,7 @@ export, the evaluation and the tests all use. Names:
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -236,6 +237,20 @@ def load_network(name: str, weights_path: Path | None = None) -> nn.Module:
         else:
             net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
     return net.eval()
+
+
+def weights_hash(name: str) -> str:
+    """The served model's identity: sha256 (first 12 hex digits) over the files its embedding is made of (weights,
+    whitening); "untrained" for a network at its seeded initialisation. Figures measured with one model carry it,
+    so figures of a model since retrained are seen to be stale."""
+    spec = get_spec(name)
+    files = [p for p in (spec.weights(), spec.whitening() if spec.whitening else None) if p is not None]
+    if not files:
+        return "untrained"
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def vit_descriptor(name: str, vit: nn.Module) -> nn.Module:
