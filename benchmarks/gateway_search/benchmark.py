@@ -21,6 +21,7 @@ from benchmarks.cpu import CpuMeter
 from benchmarks.gateway_search.load import TOP_K, direct_load, gateway_load, query_images
 from benchmarks.milvus_settle import MIN_INDEXED_ROWS, Look, look_server, server_client, wait_settled
 from benchmarks.triton_stats import diff, mean_batch, stats_at
+from launchers.gateway import GatewayProcess
 from launchers.ports import free_port
 from launchers.stack import Stack
 from server.settings import Settings
@@ -35,6 +36,14 @@ SETTLE_QUICK_S = 1.0  # the quick run only needs the index built, not Milvus's c
 # The full 70k index is kept between runs (gitignored): indexing it is the ingest benchmark's job, not this one's.
 MILVUS_DATA = CACHE / "milvus-fmnist"
 PY_SPY_RATE_HZ = 200
+# The gateway's per-search work switched off one at a time (a fresh gateway each, the same Triton and Milvus), at
+# the headline concurrency, interleaved with the default over ``VARIANT_ROUNDS`` rounds: what each feature costs.
+VARIANTS: dict[str, dict[str, str]] = {
+    "live recall off": {"VSEARCH_LIVE_RECALL_SAMPLE_RATE": "0"},
+    "decode in the thread pool": {"VSEARCH_INLINE_DECODE_MAX_PIXELS": "0"},
+    "2 batches in flight": {"VSEARCH_COALESCE_MAX_IN_FLIGHT": "2"},
+}
+VARIANT_ROUNDS = 2
 # Frames every py-spy sample has (the interpreter's and the server's entry points): not where the time goes.
 PY_SPY_SKIP = ("runpy", "asyncio/runners.py", "base_events.py", "threading.py", "server/__main__.py", "server/app.py")
 
@@ -94,6 +103,25 @@ def profile_summary(path: Path, top: int = 15) -> list[tuple[str, float]]:
     return [(f, round(share, 3)) for f, share in rows[:top]] if total else []
 
 
+def measure_variants(stack: Stack, images: list[bytes], model: str, seconds: float, quick: bool) -> dict:
+    """{variant: [row per round]} at the headline concurrency: the default gateway and each of ``VARIANTS``, each
+    in a gateway process of its own (so nothing a variant cached or warmed carries over), interleaved."""
+    env = {"VSEARCH_MODEL_REPOSITORY": str(Path(stack.settings.model_repository).resolve())}
+    variants = {"default": {}, **({} if quick else VARIANTS)}
+    out: dict[str, list[dict]] = {}
+    for _ in range(1 if quick else VARIANT_ROUNDS):
+        for name, extra in variants.items():
+            with GatewayProcess([stack.triton.grpc_url], stack.milvus.uri, env={**env, **extra}) as gateway:
+                pids = {"gateway": gateway.proc.pid, "triton": stack.triton.pid, "milvus": stack.milvus.pid,
+                        "client": os.getpid()}
+                asyncio.run(gateway_load(gateway.address, model, images, HEADLINE_CONCURRENCY, 2.0, CpuMeter(pids)))
+                row = asyncio.run(gateway_load(gateway.address, model, images, HEADLINE_CONCURRENCY, seconds,
+                                               CpuMeter(pids)))
+            out.setdefault(name, []).append(row)
+            _log(f"variant {name}", row | {"triton_mean_batch": "-"})
+    return out
+
+
 def _with_batches(url: str, model: str, measure: Callable[[], dict]) -> dict:
     """``measure()``'s row with what Triton ran meanwhile: inferences, executions and their ratio."""
     before = stats_at(url, model)
@@ -143,6 +171,7 @@ def run(quick: bool = False, seconds: float | None = None) -> dict:
             if spy is not None and spy.wait(60) == 0 and stacks.exists():
                 results["profile"] = {"stacks": str(stacks.relative_to(common.RESULTS.parent)),
                                       "top": profile_summary(stacks)}
+        results["variants"] = measure_variants(stack, images, model, seconds, quick)
         # The headline as a service sees it: 500 queries/s offered by 16 callers, latency from the send schedule.
         results["paced"] = row = gateway_row(HEADLINE_CONCURRENCY, rate=HEADLINE_QPS)
         _log(f"paced {HEADLINE_QPS:.0f} QPS offered by {HEADLINE_CONCURRENCY}", row)

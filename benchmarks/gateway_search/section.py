@@ -71,6 +71,18 @@ def _results(doc: Doc, result: dict) -> None:
           f"{HEADLINE_CONCURRENCY / HEADLINE_P99_MS * 1e3:.0f} QPS; the latency "
           f"target is therefore measured on the paced row ({HEADLINE_QPS:.0f} QPS offered by "
           f"{HEADLINE_CONCURRENCY} callers).")
+    if variants := result.get("variants"):
+        base = variants["default"]
+        qps = sum(r["qps"] for r in base) / len(base)
+        rows = []
+        for name, runs in variants.items():
+            q = sum(r["qps"] for r in runs) / len(runs)
+            p99 = sum(r["p99_ms"] for r in runs) / len(runs)
+            cpu = {k: sum(r["cpu_ms_per_query"][k] for r in runs) / len(runs) for k in runs[0]["cpu_ms_per_query"]}
+            rows.append([name, f"{q:.0f}", f"{q / qps:.2f}x", f"{p99:.1f} ms", cpu_split(cpu)])
+        doc.p(f"What the gateway's per-search features cost: {HEADLINE_CONCURRENCY} callers back to back, each feature "
+              f"switched off in a gateway of its own, interleaved with the default ({len(base)} rounds each, means):")
+        doc.table(["gateway", "QPS", "vs default", "p99", "CPU ms/query (client / gateway / Triton / Milvus)"], rows)
     if prof := result.get("profile"):
         doc.p(f"Where the gateway's time goes at {HEADLINE_CONCURRENCY} callers (py-spy in a separate run, "
               f"share of samples in a function and what it calls; stacks in `benchmarks/{prof['stacks']}`):")
