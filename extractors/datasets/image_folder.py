@@ -21,7 +21,9 @@ def list_images(root: Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         raise NotADirectoryError(f"{root} is not a folder of images")
-    found = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    # Hidden files and folders are a tool's, not the user's images (.ipynb_checkpoints/ copies, macOS ._ files).
+    found = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+             and not any(part.startswith(".") for part in p.relative_to(root).parts)]
     # Sorted by the id string: Path order compares parts ("a/b" before "a-c") and ignores case on Windows.
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 

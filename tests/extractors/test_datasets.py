@@ -140,6 +140,15 @@ def test_image_folder_applies_exif_orientation(tmp_path):
     assert np.asarray(ds.images[0]).shape == (20, 10, 3)
 
 
+def test_image_folder_skips_hidden_files_and_folders(tmp_path):
+    """The brain MRI set ships meningioma/.ipynb_checkpoints/ with a copy in it: not a class, not an image."""
+    _save(tmp_path / "meningioma" / "a.jpg", (4, 4), (1, 2, 3))
+    _save(tmp_path / "meningioma" / ".ipynb_checkpoints" / "a-checkpoint.jpg", (4, 4), (1, 2, 3))
+    _save(tmp_path / "meningioma" / "._a.jpg", (4, 4), (1, 2, 3))
+    ds = load_image_folder(tmp_path)
+    assert ds.ids == ["meningioma/a.jpg"] and ds.classes == ["meningioma"]
+
+
 def test_image_folder_missing_root(tmp_path):
     with pytest.raises(NotADirectoryError):
         load_image_folder(tmp_path / "nowhere")
