@@ -237,12 +237,17 @@ def milvus_cmd(
 
 @app.command("serve")
 def serve_cmd(port: int = typer.Option(None), triton_url: list[str] = typer.Option(None),
-              milvus_uri: str = typer.Option(None)) -> None:
+              milvus_uri: str = typer.Option(None),
+              runtime: str = typer.Option(None, help="triton (default) or onnxruntime: the exported models run in "
+                                                     "this process, no Triton needed")) -> None:
     """Run the gRPC search gateway (settings from VSEARCH_* env vars, overridden by these flags)."""
     from server.app import run
     from server.settings import Settings
 
-    overrides = {k: v for k, v in dict(port=port, triton_urls=triton_url, milvus_uri=milvus_uri).items() if v}
+    if runtime not in (None, "triton", "onnxruntime"):
+        raise typer.BadParameter("triton or onnxruntime", param_hint="--runtime")
+    overrides = {k: v for k, v in dict(port=port, triton_urls=triton_url, milvus_uri=milvus_uri,
+                                       runtime=runtime).items() if v}
     run(Settings().model_copy(update=overrides))
 
 

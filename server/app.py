@@ -30,12 +30,20 @@ SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
 MAX_MESSAGE_BYTES_SLACK = 1024 * 1024  # room for the rest of a message around the largest allowed image
 
 
+def open_embedder(settings: Settings):
+    """The runtime the settings name: Triton over gRPC, or ONNX Runtime in this process on the model repository."""
+    if settings.runtime == "onnxruntime":
+        from server.embedder.onnxruntime import OnnxRuntimeEmbedder
+
+        return OnnxRuntimeEmbedder(settings.model_repository, settings.models, settings.onnxruntime_threads)
+    return TritonEmbedder(settings.triton_url_list(), settings.triton_timeout_s, settings.triton_retries)
+
+
 class Gateway:
     def __init__(self, settings: Settings, embedder=None, store=None) -> None:
         self.settings = settings
         self.metrics = GatewayMetrics()
-        self.embedder = embedder or TritonEmbedder(settings.triton_url_list(), settings.triton_timeout_s,
-                                                   settings.triton_retries)
+        self.embedder = embedder or open_embedder(settings)
         self.store = store or open_store(settings.milvus_uri, settings)
         self.service = SearchService(settings, self.embedder, self.store, self.metrics)
         self.health = health.aio.HealthServicer()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,6 +24,11 @@ class Settings(BaseSettings):
                                            "the curve in BENCHMARKS.md: more adds latency, not throughput, here)")
     triton_instance_count: int = 1
     onnx_opset: int = 17
+
+    # Where the embeddings are computed: Triton (the default, and production's), or ONNX Runtime inside the gateway
+    # process, reading the same model repository (a small deployment with no Triton to run).
+    runtime: Literal["triton", "onnxruntime"] = "triton"
+    onnxruntime_threads: int = Field(0, description="ONNX Runtime threads with runtime onnxruntime (0: its default)")
 
     # Triton server (launched from the nvidia-pytriton wheel, or any URL)
     triton_host: str = "127.0.0.1"
