@@ -189,6 +189,10 @@ def load_initial_backbone(backbone: nn.Module, source: str) -> None:
         path = Path(REGISTRY[source].weights())  # type: ignore[arg-type]
     if isinstance(backbone, EfficientNetLite0):
         state = read_state_dict(path)
+        own = backbone.state_dict()
+        # A new classifier (a supervised head of another size) starts fresh: the ImageNet one is left out.
+        state = {k: v for k, v in state.items()
+                 if not (k.startswith("_fc.") and k in own and own[k].shape != v.shape)}
         try:
             missing, unexpected = backbone.load_state_dict(state, strict=False)
         except RuntimeError as e:

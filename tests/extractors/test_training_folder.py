@@ -165,6 +165,10 @@ def test_continued_pretraining_starts_from_pretrained_weights(tmp_path):
     load_initial_backbone(net, "efficientnet_lite0_imagenet")
     imagenet = load_network("efficientnet_lite0_imagenet").state_dict()
     assert all(torch.equal(v, imagenet[k]) for k, v in net.state_dict().items())
+    four = EfficientNetBackbone(num_classes=4)  # fine-tuning on 4 class folders: all but the new head
+    load_initial_backbone(four, "efficientnet_lite0_imagenet")
+    assert four._fc.weight.shape == (4, 1280)
+    assert all(torch.equal(v, imagenet[k]) for k, v in four.state_dict().items() if not k.startswith("_fc."))
 
     official = build_vit("tiny", 16, img_size=224)
     torch.save({"teacher": {f"module.backbone.{k}": v for k, v in official.state_dict().items()}},
