@@ -469,7 +469,7 @@ def eval_cmd(
     if images is not None:
         if threads:
             torch.set_num_threads(threads)
-        _eval_folder(images, queries, name, extractor, quick, copy_sources, workers, seed, out, group_pattern)
+        _eval_folder(images, queries, name, extractor, quick, copy_sources, workers, seed, out, group_pattern, merge)
         return
 
     from evaluation.protocol import run_protocol
@@ -500,8 +500,11 @@ def eval_cmd(
 
 
 def _eval_folder(images: Path, queries: Path | None, name: str | None, extractors: list[str] | None, quick: bool,
-                 copy_sources: int, workers: int, seed: int, out: Path, group_pattern: str = "") -> None:
-    from evaluation.domain_report import PRETRAINED, write_domain_report
+                 copy_sources: int, workers: int, seed: int, out: Path, group_pattern: str = "",
+                 merge: bool = False) -> None:
+    import json
+
+    from evaluation.domain_report import PRETRAINED, merge_results, write_domain_report
     from evaluation.folder_eval import FolderEvalConfig, evaluate_folder
     from extractors.registry import PIXELS
 
@@ -514,6 +517,8 @@ def _eval_folder(images: Path, queries: Path | None, name: str | None, extractor
         console.print(f"[red]cannot evaluate[/]: {e}")
         raise typer.Exit(2) from None
     folder = out if out != Path("reports/comparison") else Path("reports/domains") / set_name
+    if merge and (folder / "results.json").exists():
+        result = merge_results(json.loads((folder / "results.json").read_text()), result)
     console.print(f"report written to [cyan]{write_domain_report(result, folder)}[/]")
 
 

@@ -55,6 +55,21 @@ def targets(result: dict) -> dict:
     return out
 
 
+# What must be equal for two runs' extractors to sit in one table: the same database, queries and copies.
+SAME_PROTOCOL = ("set", "images", "queries", "db_images", "query_images", "copy_sources", "levels", "group_pattern",
+                 "duplicate_queries")
+
+
+def merge_results(earlier: dict, new: dict) -> dict:
+    """``earlier`` with ``new``'s extractors added or replaced (``vsearch eval --images ... --merge``), when both
+    measured the same protocol; otherwise an error that says what differs."""
+    differ = [k for k in SAME_PROTOCOL if earlier.get(k) != new.get(k)]
+    if differ:
+        raise ValueError(f"cannot merge into the earlier results: {', '.join(differ)} differ; run every extractor")
+    return {**earlier, "extractors": {**earlier["extractors"], **new["extractors"]},
+            "created": new["created"], "merged": sorted({*earlier.get("merged", []), earlier["created"]})}
+
+
 def write_domain_report(result: dict, out: Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -111,3 +111,13 @@ def test_held_out_queries_by_group_never_share_a_group_with_the_database(tmp_pat
     db_groups = set(file_groups(db, r"^(\d+)_"))
     q_groups = set(file_groups(q, r"^(\d+)_"))
     assert q_groups and not q_groups & db_groups and len(q) % 4 == 0 and len(db) + len(q) == 40
+
+
+def test_results_of_the_same_protocol_merge_and_others_are_refused():
+    from evaluation.domain_report import SAME_PROTOCOL, merge_results
+
+    base = {k: 1 for k in SAME_PROTOCOL} | {"created": "t0", "extractors": {"pixels": {"a": 1}, "x": {"a": 2}}}
+    merged = merge_results(base, base | {"created": "t1", "extractors": {"x": {"a": 3}, "y": {"a": 4}}})
+    assert merged["extractors"] == {"pixels": {"a": 1}, "x": {"a": 3}, "y": {"a": 4}} and merged["merged"] == ["t0"]
+    with pytest.raises(ValueError, match="query_images"):
+        merge_results(base, base | {"query_images": 2})
