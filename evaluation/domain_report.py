@@ -148,7 +148,8 @@ def _document(result: dict, headline: dict, figures: list[tuple[str, str]]) -> D
                    "20-NN, 1 label/class", "10", "100"], rows)
         if result["duplicate_queries"]:
             doc.p(f"{result['duplicate_queries']} of {result['query_images']} queries are near-identical files of a "
-                  f"database image (raw-pixel cosine >= {result['duplicate_cosine']}); 'w/o dup.' leaves them out.")
+                  f"database image (32 px grey pixels, each image centred, correlate >= "
+                  f"{result['duplicate_correlation']}); 'w/o dup.' leaves them out.")
     doc.h(2, "Graded copies (no labels needed)")
     doc.p(f"{result['copy_sources']} database images, each edited once per level; R@1 = the original ranks first.")
     levels = result["levels"]
