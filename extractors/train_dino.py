@@ -160,17 +160,12 @@ def train_dino(cfg: DinoConfig, out_dir: Path, resume: bool = True) -> dict:
                           lr=float(lr_schedule[it]),
                           teacher_temp=float(dino_loss.teacher_temp_schedule[epoch]),
                           skipped_files=run.note_skipped(data))
-            if monitor and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == cfg.epochs or stopped):
+            if monitor and cfg.knn_due(epoch, stopped):
                 record["knn20"] = monitor(teacher.backbone)
             if crops:
                 record["teacher_std"] = teacher_output_std(teacher, crops[:2])
-            if stopped and position.batch < niter_per_ep:
-                record["partial_epoch"] = True  # the resume finishes this epoch
-            else:
-                position.next_epoch()
-            run.log(**record)
-            save()
-            run.save_weights(teacher.backbone.state_dict(), "teacher_backbone.pth")
+            run.end_epoch(record, position, stopped, niter_per_ep, save, teacher.backbone.state_dict(),
+                          "teacher_backbone.pth")
             if stopped:
                 break
     shutdown()

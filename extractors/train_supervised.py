@@ -119,15 +119,9 @@ def train_supervised(cfg: SupervisedConfig, out_dir: Path, resume: bool = True) 
                           train_acc=correct / max(seen, 1), lr=float(lr_schedule[it]),
                           skipped_files=run.note_skipped(data))
             correct = seen = 0
-            if monitor and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == cfg.epochs or stopped):
+            if monitor and cfg.knn_due(epoch, stopped):
                 record["knn20"] = monitor(embedding_network(model))
-            if stopped and position.batch < niter_per_ep:
-                record["partial_epoch"] = True  # the resume finishes this epoch
-            else:
-                position.next_epoch()
-            run.log(**record)
-            save()
-            run.save_weights(model.state_dict(), "backbone.pth")
+            run.end_epoch(record, position, stopped, niter_per_ep, save, model.state_dict(), "backbone.pth")
             if stopped:
                 break
     shutdown()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +82,10 @@ class TrainConfig(BaseModel):
 
     def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         return training_normalization(self.images, self.mean, self.std, self.backbone.arch)
+
+    def knn_due(self, epoch: int, stopped: bool) -> bool:
+        """Whether the k-NN monitor measures after ``epoch`` (0-based): every ``knn_every``, the last, a stop."""
+        return (epoch + 1) % self.knn_every == 0 or epoch + 1 == self.epochs or stopped
 
     @property
     def input_size(self) -> int:
@@ -422,6 +426,18 @@ class RunFolder:
     def save_weights(self, state: dict, name: str) -> None:
         if self.runtime.main:
             save_atomic(state, self.dir / name)
+
+    def end_epoch(self, record: dict, position: Position, stopped: bool, batches_per_epoch: int,
+                  save: Callable[[], None], weights: dict, weights_name: str) -> None:
+        """Logs the epoch's record, moves on to the next epoch unless the run stopped part-way through this one (the
+        resume finishes it), then saves the checkpoint and the weights."""
+        if stopped and position.batch < batches_per_epoch:
+            record["partial_epoch"] = True
+        else:
+            position.next_epoch()
+        self.log(**record)
+        save()
+        self.save_weights(weights, weights_name)
 
     def checkpoint_due(self, cfg: TrainConfig) -> bool:
         return bool(cfg.checkpoint_every_min) and time.monotonic() - self.last_save > cfg.checkpoint_every_min * 60
