@@ -47,8 +47,8 @@ def test_finds_what_a_triton_gateway_stored_and_explains(onnxruntime_gateway, ga
     ds = load_fashion_mnist("test").subset(range(OFFSET + 10, OFFSET + 16))
     # Another gateway's fresh writes reach this one's searches when Milvus makes them visible (bounded staleness)
     deadline = time.monotonic() + 30
-    while not (result := client.search(VIT_MODEL, image=png_bytes(ds.pil(2)), top_k=3, explain=True)).hits \
-            and time.monotonic() < deadline:
+    while (not (result := client.search(VIT_MODEL, image=png_bytes(ds.pil(2)), top_k=3, explain=True)).hits
+           or result.hits[0].id != ids[2]) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert result.hits[0].id == ids[2] and result.hits[0].score > 0.999
     assert result.hits[0].explanation is not None  # patch contributions from the full graph
