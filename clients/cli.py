@@ -115,6 +115,7 @@ def register_cmd(
     patch_size: int = typer.Option(16, help="with --weights: the ViT's patch size"),
     input_size: int = typer.Option(224, help="with --weights: the input side in pixels"),
     trained_on: str = typer.Option("", help="with --weights: the data it was trained on"),
+    labels_used: bool = typer.Option(False, help="with --weights: it was trained on labels (e.g. ImageNet classes)"),
     to: Path = typer.Option(None, help="models folder (default: VSEARCH_MODELS_DIR, else weights/)"),
 ) -> None:
     """Make a trained (or your own) network a served extractor: `vsearch export` / `vsearch up` then take NAME."""
@@ -131,7 +132,7 @@ def register_cmd(
             mean, std = training_normalization("user weights", arch=arch)
             card = ModelCard(name=name, arch=arch, patch_size=patch_size if arch != "efficientnet_lite0" else 0,
                              input_size=input_size, mean=mean, std=std, weights=weights.name,
-                             trained_on=trained_on, domain=domain, method="pre-trained")
+                             trained_on=trained_on, domain=domain, method="pre-trained", labels_used=labels_used)
             source = weights
         elif run is not None:
             card, source = card_from_run(run, name, domain)
